@@ -1,0 +1,1 @@
+"""llmtuner.data.preprocess"""

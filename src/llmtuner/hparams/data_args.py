@@ -1,0 +1,81 @@
+"""Arguments that say which data to train on and how to turn it into tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..extras.errors import ConfigError
+from .validation import check_choice, check_range, split_list
+
+
+@dataclass
+class DataArguments:
+    """Datasets from the registry, the chat template, and preprocessing settings."""
+
+    template: Optional[str] = field(
+        default=None,
+        metadata={"help": "Chat template name (qwen, qwen2, qwen3, llama2, llama3, chatml, mistral, yi, deepseek, "
+                  "default, alpaca, empty) or 'auto' for the tokenizer's own Jinja template."},
+    )
+    dataset: Optional[str] = field(
+        default=None, metadata={"help": "Comma-separated dataset names from dataset_info.json, for training."}
+    )
+    eval_dataset: Optional[str] = field(
+        default=None, metadata={"help": "Comma-separated dataset names for evaluation (instead of val_size)."}
+    )
+    dataset_dir: str = field(default="data", metadata={"help": "Folder holding dataset_info.json and the data files."})
+    cutoff_len: int = field(default=2048, metadata={"help": "Maximum tokens per sample after tokenisation."})
+    train_on_prompt: bool = field(default=False, metadata={"help": "Also train on prompt tokens (no -100 mask)."})
+    mask_history: bool = field(default=False, metadata={"help": "Train only the last assistant turn."})
+    max_samples: Optional[int] = field(default=None, metadata={"help": "Keep at most this many samples per dataset."})
+    val_size: float = field(
+        default=0.0, metadata={"help": "Validation split: a fraction in (0, 1) or an absolute sample count (>= 1)."}
+    )
+    default_system: Optional[str] = field(
+        default=None, metadata={"help": "System prompt used when a sample has none (overrides the template's)."}
+    )
+    enable_thinking: bool = field(
+        default=True, metadata={"help": "qwen3: keep reasoning; when False, prompts get an empty think block."}
+    )
+    tokenized_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Where to save (if missing: preprocess, save, exit) or load (if present) tokenised data."},
+    )
+    preprocessing_num_workers: Optional[int] = field(
+        default=None, metadata={"help": "Processes for datasets.map during preprocessing."}
+    )
+    preprocessing_batch_size: int = field(default=1000, metadata={"help": "Rows per batch in datasets.map."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Ignore datasets' cached preprocessing results."})
+    packing: bool = field(
+        default=False, metadata={"help": "Pack several samples into one cutoff_len row (pt always packs)."}
+    )
+    mix_strategy: str = field(
+        default="concat", metadata={"help": "How several datasets are combined: concat, interleave_under, interleave_over."}
+    )
+    interleave_probs: Optional[str] = field(
+        default=None, metadata={"help": "Comma-separated sampling probabilities for interleave_* strategies."}
+    )
+
+    def __post_init__(self) -> None:
+        self.dataset = split_list(self.dataset)
+        self.eval_dataset = split_list(self.eval_dataset)
+        if isinstance(self.interleave_probs, str) or isinstance(self.interleave_probs, (list, tuple)):
+            try:
+                self.interleave_probs = [float(p) for p in split_list(self.interleave_probs) or []] or None
+            except ValueError as exc:
+                raise ConfigError(
+                    f"interleave_probs={self.interleave_probs!r} is not a list of numbers.",
+                    "Write it as comma-separated probabilities, e.g. interleave_probs: 0.7,0.3",
+                ) from exc
+        check_range("cutoff_len", self.cutoff_len, 1)
+        check_range("max_samples", self.max_samples, 1)
+        check_range("val_size", self.val_size, 0)
+        if self.val_size > 1 and int(self.val_size) != self.val_size:
+            raise ConfigError(
+                f"val_size={self.val_size} is neither a fraction below 1 nor a whole number of samples.",
+                "Use a fraction such as val_size: 0.1, or a count such as val_size: 200.",
+            )
+        check_range("preprocessing_num_workers", self.preprocessing_num_workers, 1)
+        check_range("preprocessing_batch_size", self.preprocessing_batch_size, 1)
+        check_choice("mix_strategy", self.mix_strategy, ("concat", "interleave_under", "interleave_over"))

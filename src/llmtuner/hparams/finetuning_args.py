@@ -1,0 +1,58 @@
+"""Arguments that say which stage runs and which parameters it trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from .validation import check_choice, check_range, split_list
+
+STAGES = ("pt", "sft")
+FINETUNING_TYPES = ("lora", "freeze", "full")
+
+
+@dataclass
+class FinetuningArguments:
+    """Training stage and adapter settings (LoRA, freeze, full)."""
+
+    stage: Literal["pt", "sft"] = field(default="sft", metadata={"help": "pt (continued pretraining) or sft."})
+    finetuning_type: Literal["lora", "freeze", "full"] = field(
+        default="lora", metadata={"help": "lora, freeze (train the last layers only) or full."}
+    )
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank r."})
+    lora_alpha: Optional[int] = field(default=None, metadata={"help": "LoRA alpha (default: 2 * lora_rank)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target: str = field(
+        default="all",
+        metadata={"help": "Comma-separated module names for LoRA, or 'all' = every linear layer except the output head."},
+    )
+    additional_target: Optional[str] = field(
+        default=None, metadata={"help": "Comma-separated modules trained fully and saved with the adapter (e.g. embed_tokens)."}
+    )
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised LoRA scaling (alpha / sqrt(r))."})
+    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
+    freeze_trainable_layers: int = field(
+        default=2,
+        metadata={"help": "freeze: train the last N decoder layers (negative: the first |N| layers)."},
+    )
+    freeze_trainable_modules: str = field(
+        default="all",
+        metadata={"help": "freeze: comma-separated module names inside the trainable layers, or 'all'."},
+    )
+    freeze_extra_modules: Optional[str] = field(
+        default=None, metadata={"help": "freeze: extra non-layer modules to train, e.g. embed_tokens,lm_head."}
+    )
+    plot_loss: bool = field(default=False, metadata={"help": "Write training_loss.png (and eval_loss.png)."})
+
+    def __post_init__(self) -> None:
+        check_choice("stage", self.stage, STAGES)
+        check_choice("finetuning_type", self.finetuning_type, FINETUNING_TYPES)
+        check_range("lora_rank", self.lora_rank, 1)
+        if self.lora_alpha is None:
+            self.lora_alpha = self.lora_rank * 2
+        check_range("lora_alpha", self.lora_alpha, 0, low_open=True)
+        check_range("lora_dropout", self.lora_dropout, 0, 1)
+        self.lora_target = split_list(self.lora_target) or ["all"]
+        self.additional_target = split_list(self.additional_target)
+        self.freeze_trainable_modules = split_list(self.freeze_trainable_modules) or ["all"]
+        self.freeze_extra_modules = split_list(self.freeze_extra_modules)
