@@ -47,9 +47,6 @@ class DataArguments:
     )
     preprocessing_batch_size: int = field(default=1000, metadata={"help": "Rows per batch in datasets.map."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Ignore datasets' cached preprocessing results."})
-    packing: bool = field(
-        default=False, metadata={"help": "Pack several samples into one cutoff_len row (pt always packs)."}
-    )
     mix_strategy: str = field(
         default="concat", metadata={"help": "How several datasets are combined: concat, interleave_under, interleave_over."}
     )

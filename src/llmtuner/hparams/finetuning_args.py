@@ -43,6 +43,10 @@ class FinetuningArguments:
         default=None, metadata={"help": "freeze: extra non-layer modules to train, e.g. embed_tokens,lm_head."}
     )
     plot_loss: bool = field(default=False, metadata={"help": "Write training_loss.png (and eval_loss.png)."})
+    # transformers 5 dropped TrainingArguments.overwrite_output_dir; the parser's output_dir check still needs it.
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow an output_dir that already holds files (its run is overwritten)."}
+    )
 
     def __post_init__(self) -> None:
         check_choice("stage", self.stage, STAGES)

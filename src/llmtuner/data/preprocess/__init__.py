@@ -1,1 +1,1 @@
-"""llmtuner.data.preprocess"""
+"""Tokenisation of converted conversations for each stage."""

@@ -1,0 +1,142 @@
+"""Build the tokenised train/eval datasets for a stage: registry -> converted rows -> tokens -> split."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Optional
+
+from ..extras.errors import DatasetError
+from ..extras.logging import get_logger
+from .preprocess.pretrain import preprocess_pretrain_dataset
+from .preprocess.supervised import count_trained_tokens, preprocess_supervised_dataset
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizer, Seq2SeqTrainingArguments
+
+    from ..hparams import DataArguments
+    from .template import Template
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class DatasetModule:
+    train_dataset: Optional["Dataset"] = None
+    eval_dataset: Optional["Dataset"] = None
+
+
+def _tokenize(
+    dataset: "Dataset",
+    stage: str,
+    template: Optional["Template"],
+    tokenizer: "PreTrainedTokenizer",
+    data_args: "DataArguments",
+) -> "Dataset":
+    if stage == "pt":
+        fn = partial(preprocess_pretrain_dataset, tokenizer=tokenizer, data_args=data_args)
+    else:
+        fn = partial(preprocess_supervised_dataset, template=template, tokenizer=tokenizer, data_args=data_args)
+    tokenized = dataset.map(
+        fn,
+        batched=True,
+        batch_size=data_args.preprocessing_batch_size,
+        num_proc=data_args.preprocessing_num_workers,
+        remove_columns=dataset.column_names,
+        load_from_cache_file=not data_args.overwrite_cache,
+        desc=f"Tokenising ({stage})",
+    )
+    before = len(tokenized)
+    tokenized = tokenized.filter(
+        lambda ids: [len(row) > 0 for row in ids],
+        input_columns="input_ids",
+        batched=True,
+        num_proc=data_args.preprocessing_num_workers,
+        desc="Dropping samples with no trained token",
+    )
+    dropped = before - len(tokenized)
+    if dropped:
+        logger.warning(
+            f"Dropped {dropped} of {before} samples that had no trained token left after truncation to "
+            f"cutoff_len={data_args.cutoff_len} (raise cutoff_len to keep them)."
+        )
+    if len(tokenized) == 0:
+        raise DatasetError(
+            f"No training sample is left after tokenisation of dataset(s) {', '.join(data_args.dataset or [])}.",
+            f"Every sample lost its response to truncation: raise cutoff_len (now {data_args.cutoff_len}).",
+        )
+    return tokenized
+
+
+def _split_validation(dataset: "Dataset", val_size: float, seed: int) -> tuple["Dataset", Optional["Dataset"]]:
+    if val_size <= 0:
+        return dataset, None
+    size = int(val_size) if val_size >= 1 else val_size
+    if (size if isinstance(size, int) else max(1, round(size * len(dataset)))) >= len(dataset):
+        raise DatasetError(
+            f"val_size={val_size} leaves no training samples out of {len(dataset)}.",
+            "Use a smaller val_size (a fraction such as 0.1, or a count below the number of samples).",
+        )
+    split = dataset.train_test_split(test_size=size, seed=seed)
+    return split["train"], split["test"]
+
+
+def _log_summary(name: str, dataset: "Dataset") -> None:
+    stats = count_trained_tokens(dataset["labels"])
+    logger.info(
+        f"{name}: {stats['samples']} samples, {stats['tokens']} tokens, {stats['trained_tokens']} trained tokens "
+        f"({stats['trained_tokens'] / max(stats['tokens'], 1):.1%})."
+    )
+
+
+def get_dataset(
+    template: Optional["Template"],
+    tokenizer: "PreTrainedTokenizer",
+    data_args: "DataArguments",
+    training_args: "Seq2SeqTrainingArguments",
+    stage: str,
+) -> DatasetModule:
+    """Load (or reload from ``tokenized_path``) and tokenise the datasets of a run.
+
+    Conversion and tokenisation run on the main process first so that other ranks read the datasets cache
+    instead of tokenising N times.
+    """
+    from datasets import DatasetDict, load_from_disk
+
+    from .loader import load_conversations
+    from .template import format_example_for_display
+
+    if data_args.tokenized_path and os.path.isdir(data_args.tokenized_path):
+        saved = load_from_disk(data_args.tokenized_path)
+        logger.info(f"Loaded tokenised datasets from {data_args.tokenized_path} (dataset settings are ignored).")
+        return DatasetModule(saved.get("train"), saved.get("validation"))
+
+    with training_args.main_process_first(desc="tokenise dataset"):
+        conversations = load_conversations(data_args.dataset, data_args, stage, seed=training_args.seed)
+        train = _tokenize(conversations, stage, template, tokenizer, data_args)
+        evaluation = None
+        if data_args.eval_dataset:
+            eval_rows = load_conversations(data_args.eval_dataset, data_args, stage, seed=training_args.seed)
+            evaluation = _tokenize(eval_rows, stage, template, tokenizer, data_args)
+        elif data_args.val_size:
+            train, evaluation = _split_validation(train, data_args.val_size, training_args.seed)
+
+    if training_args.should_log:
+        _log_summary("train", train)
+        if evaluation is not None:
+            _log_summary("eval", evaluation)
+        print("First training example (masked spans are not trained):")
+        print(format_example_for_display(tokenizer, train[0]["input_ids"], train[0]["labels"]))
+
+    if data_args.tokenized_path:
+        if training_args.should_save:
+            splits = {"train": train, **({"validation": evaluation} if evaluation is not None else {})}
+            DatasetDict(splits).save_to_disk(data_args.tokenized_path)
+            logger.info(f"Tokenised datasets saved to {data_args.tokenized_path}.")
+            print(f"Tokenised datasets saved to {data_args.tokenized_path}; run again with the same "
+                  f"tokenized_path to train on them.")
+        raise SystemExit(0)
+
+    return DatasetModule(train, evaluation)

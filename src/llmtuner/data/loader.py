@@ -1,0 +1,240 @@
+"""Read registered data files into ``datasets.Dataset`` objects and turn them into conversations.
+
+``load_dataset_file`` returns the rows exactly as the file holds them; ``load_conversations`` is the whole
+pipeline the training stages use: registry -> files -> num_samples / max_samples -> converters -> mixing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import os
+from typing import Optional
+
+import datasets
+import numpy as np
+from datasets.exceptions import DatasetsError
+
+from ..extras.errors import ConfigError, DatasetError
+from ..extras.logging import get_logger
+from ..hparams import DataArguments
+from .converters import check_stage, convert_dataset
+from .mixing import check_mixing, mix_datasets
+from .registry import DatasetSpec, get_dataset_specs
+
+logger = get_logger(__name__)
+
+_BUILDERS = {"json": "json", "jsonl": "json", "csv": "csv", "txt": "text", "parquet": "parquet"}
+# Tried in order when a file does not decode as declared, to suggest the right "encoding".
+_ENCODING_GUESSES = ("utf-8", "gb18030", "big5")
+_CHUNK_BYTES = 1 << 20
+
+
+def load_dataset_file(spec: DatasetSpec, cache_dir: Optional[str] = None) -> datasets.Dataset:
+    """The raw rows of the dataset's file(s), one column per field.
+
+    ``cache_dir`` is where ``datasets`` keeps its Arrow cache (default: its own, under ~/.cache); nothing is
+    ever written next to the user's data. Raises DatasetError for an empty file, a file that does not decode
+    with the declared encoding (the hint names the encoding that works), invalid JSON (with the line), an
+    unknown split, or any other file ``datasets`` cannot parse.
+    """
+    for file in spec.data_files:
+        if os.path.getsize(file) == 0:
+            raise DatasetError(
+                f"The data file {file} of dataset {spec.name!r} is empty.",
+                f"Fill it, or point \"file_name\" of {spec.name!r} in {spec.registry_path} at the right file.",
+            )
+        if spec.file_type != "parquet":
+            _check_decodes(file, spec)
+    try:
+        dataset = datasets.load_dataset(
+            _BUILDERS[spec.file_type],
+            data_files=_utf8_json_files(spec, cache_dir),
+            split=spec.split,
+            cache_dir=cache_dir,
+            **_builder_options(spec),
+        )
+    except (DatasetsError, ValueError) as exc:
+        raise _explain_load_failure(spec, exc) from exc
+    logger.info(f"Loaded {len(dataset)} rows of dataset {spec.name!r} from {spec.path}.")
+    return dataset
+
+
+def load_conversations(
+    names: Optional[list[str]],
+    data_args: DataArguments,
+    stage: str,
+    seed: int = 42,
+    cache_dir: Optional[str] = None,
+) -> datasets.Dataset:
+    """Load, convert and mix the named datasets into the internal conversation shape.
+
+    Per dataset: read the file, draw ``num_samples`` rows (registry entry), keep the first
+    ``data_args.max_samples`` rows, convert to ``{"messages", "system", "_dataset"}`` (bad rows are dropped
+    and reported); then combine the datasets by ``data_args.mix_strategy``. Registry, stage and mixing
+    arguments are all checked before any file is read.
+    """
+    if not names:
+        raise ConfigError(
+            "No dataset given.",
+            "Set dataset: <name>[,<name>...] using names registered in dataset_info.json under dataset_dir.",
+        )
+    check_mixing(data_args.mix_strategy, data_args.interleave_probs, len(names))
+    specs = get_dataset_specs(names, data_args.dataset_dir)
+    for spec in specs:
+        check_stage(spec, stage)
+    conversations = []
+    for spec in specs:
+        raw = load_dataset_file(spec, cache_dir)
+        if spec.num_samples is not None:
+            raw = _draw_samples(raw, spec.num_samples, seed)
+            logger.info(f"Drew {spec.num_samples} rows from dataset {spec.name!r} (seed {seed}).")
+        if data_args.max_samples is not None:
+            raw = raw.select(range(min(data_args.max_samples, len(raw))))
+        conversations.append(convert_dataset(raw, spec, stage, data_args.preprocessing_num_workers))
+    return mix_datasets(conversations, data_args.mix_strategy, data_args.interleave_probs, seed)
+
+
+def _draw_samples(dataset: datasets.Dataset, num_samples: int, seed: int) -> datasets.Dataset:
+    # LLaMA-Factory's rule: a shuffled pass over every row first, then random repeats if more are asked for.
+    rng = np.random.default_rng(seed)
+    indexes = rng.permutation(len(dataset))[:num_samples]
+    if num_samples > len(dataset):
+        indexes = np.concatenate([indexes, rng.choice(len(dataset), num_samples - len(dataset))])
+    return dataset.select(indexes)
+
+
+def _builder_options(spec: DatasetSpec) -> dict:
+    if spec.file_type == "csv":
+        # Every column is read as text and nothing becomes a missing value: pandas would otherwise turn an
+        # answer such as "NA" or "null" into None and an all-digit column into integers.
+        header = _csv_header(spec.data_files[0], spec.encoding)
+        features = datasets.Features({name: datasets.Value("string") for name in header})
+        return {"encoding": spec.encoding, "keep_default_na": False, "features": features}
+    if spec.file_type == "txt":
+        return {"encoding": spec.encoding}
+    return {}
+
+
+def _csv_header(file: str, encoding: str) -> list[str]:
+    with open(file, encoding=encoding, newline="") as handle:
+        header = next(csv.reader(handle), [])
+    # pandas drops a UTF-8 byte-order mark (Excel writes one); the header has to match what it reads.
+    return [name.lstrip("\ufeff") for name in header]
+
+
+def _utf8_json_files(spec: DatasetSpec, cache_dir: Optional[str]) -> list[str]:
+    """The files to hand to ``datasets``: JSON in another encoding is transcoded to UTF-8 once, in the cache.
+
+    datasets' json builder parses a JSON list before it applies ``encoding`` (datasets 5.2), so GB18030 text
+    comes out garbled without any error; UTF-8 input is the one case it handles right.
+    """
+    if spec.file_type not in ("json", "jsonl") or spec.encoding == "utf-8":
+        return list(spec.data_files)
+    folder = os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE, "llmtuner_utf8")
+    os.makedirs(folder, exist_ok=True)
+    transcoded = []
+    for file in spec.data_files:
+        stat = os.stat(file)
+        key = f"{os.path.abspath(file)}|{stat.st_size}|{stat.st_mtime_ns}|{spec.encoding}"
+        target = os.path.join(folder, hashlib.sha256(key.encode()).hexdigest()[:20] + os.path.splitext(file)[1])
+        if not os.path.exists(target):
+            partial = f"{target}.{os.getpid()}.part"  # several ranks may transcode at once
+            with open(file, encoding=spec.encoding) as source, open(partial, "w", encoding="utf-8") as sink:
+                while chunk := source.read(_CHUNK_BYTES):
+                    sink.write(chunk)
+            os.replace(partial, target)
+        transcoded.append(target)
+    return transcoded
+
+
+def _check_decodes(file: str, spec: DatasetSpec) -> None:
+    # Checked here because datasets' json builder turns undecodable bytes into garbage instead of failing.
+    error = _first_decode_error(file, spec.encoding)
+    if error is None:
+        return
+    line, reason = error
+    guess = next((enc for enc in _ENCODING_GUESSES if enc != spec.encoding and _decodes_start(file, enc)), None)
+    fix = (
+        f'set "encoding": "{guess}" in its dataset_info.json entry ({spec.registry_path})'
+        if guess
+        else f'set "encoding" in its dataset_info.json entry ({spec.registry_path}) to the file\'s real encoding, '
+        'e.g. "gb18030" for files saved by Chinese Windows or Excel'
+    )
+    raise DatasetError(
+        f"Cannot decode {file} (dataset {spec.name!r}) as {spec.encoding}: line {line}: {reason}.",
+        f"The file is not {spec.encoding} text{f' (it decodes as {guess})' if guess else ''}: {fix}.",
+    )
+
+
+def _first_decode_error(file: str, encoding: str) -> Optional[tuple[int, str]]:
+    """(line number, reason) of the first byte sequence that ``encoding`` cannot decode, or None."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line = 1
+    with open(file, "rb") as handle:
+        while True:
+            chunk = handle.read(_CHUNK_BYTES)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                return line + chunk.count(b"\n", 0, max(exc.start, 0)), exc.reason
+            if not chunk:
+                return None
+            line += chunk.count(b"\n")
+
+
+def _decodes_start(file: str, encoding: str) -> bool:
+    with open(file, "rb") as handle:
+        try:
+            codecs.getincrementaldecoder(encoding)().decode(handle.read(_CHUNK_BYTES))
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def _explain_load_failure(spec: DatasetSpec, exc: Exception) -> DatasetError:
+    if isinstance(exc, ValueError) and "Unknown split" in str(exc):
+        return DatasetError(
+            f'"split": {spec.split!r} of dataset {spec.name!r} does not exist: local files form one split, "train".',
+            f'Set "split": "train" (or a slice such as "train[:1000]") in {spec.registry_path}, or remove it.',
+        )
+    if spec.file_type in ("json", "jsonl"):
+        for file in spec.data_files:
+            problem = _locate_json_error(file, spec.encoding)
+            if problem:
+                return DatasetError(
+                    f"{file} (dataset {spec.name!r}) is not valid JSON: {problem}.",
+                    "A .json file holds one JSON list of objects; a .jsonl file one JSON object per line. "
+                    "Fix the syntax at that line.",
+                )
+    return DatasetError(
+        f"Could not read {spec.path} (dataset {spec.name!r}) as {spec.file_type}: {_root_cause(exc)}",
+        f'Check the file, or set "file_type" in its entry in {spec.registry_path} if the extension is misleading.',
+    )
+
+
+def _locate_json_error(file: str, encoding: str) -> Optional[str]:
+    """Where ``file`` stops being valid JSON (a list/object, or JSON lines), or None if it parses."""
+    with open(file, encoding=encoding) as handle:
+        text = handle.read()
+    if text.lstrip("\ufeff \t\r\n").startswith("["):
+        try:
+            json.loads(text.lstrip("\ufeff"))
+        except json.JSONDecodeError as exc:
+            return f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        return None
+    for number, line in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as exc:
+                return f"line {number}, column {exc.colno}: {exc.msg}"
+    return None
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return f"{type(exc).__name__}: {exc}"

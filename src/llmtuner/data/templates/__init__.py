@@ -1,0 +1,1 @@
+"""Chat templates as data. Import the public API from ``llmtuner.data.template``."""

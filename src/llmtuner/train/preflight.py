@@ -1,0 +1,26 @@
+"""Checks that need files but no model: run before anything heavy is loaded, so typos fail in seconds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..hparams import DataArguments, FinetuningArguments, ModelArguments
+
+
+def preflight_checks(
+    model_args: "ModelArguments", data_args: "DataArguments", finetuning_args: "FinetuningArguments"
+) -> None:
+    """Model folder, adapter folders, dataset registry entries and files, and the template name."""
+    from ..data.registry import get_dataset_specs
+    from ..data.template import check_template_name
+    from ..model.loader import check_adapter_path, check_model_path
+
+    check_model_path(model_args.model_name_or_path)
+    for adapter in model_args.adapter_name_or_path or []:
+        check_adapter_path(adapter)
+    for names in (data_args.dataset, data_args.eval_dataset):
+        if names:
+            get_dataset_specs(names, data_args.dataset_dir)
+    if finetuning_args.stage == "sft":
+        check_template_name(data_args.template)

@@ -1,0 +1,33 @@
+"""Supervised fine-tuning: chat-templated conversations, prompts masked, assistant turns trained."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from ..data.dataset import get_dataset
+from ..data.template import get_template
+from ..model import load_model, load_tokenizer
+from .trainer_utils import build_trainer, train_save_evaluate
+
+if TYPE_CHECKING:
+    from transformers import Seq2SeqTrainingArguments, TrainerCallback
+
+    from ..hparams import DataArguments, FinetuningArguments, ModelArguments
+
+
+def run_sft(
+    model_args: "ModelArguments",
+    data_args: "DataArguments",
+    training_args: "Seq2SeqTrainingArguments",
+    finetuning_args: "FinetuningArguments",
+    callbacks: Optional[list["TrainerCallback"]] = None,
+) -> dict[str, float]:
+    from transformers import Seq2SeqTrainer
+
+    tokenizer = load_tokenizer(model_args)
+    template = get_template(data_args.template, tokenizer)
+    template.fix_tokenizer(tokenizer)  # added tokens make load_model resize the embeddings
+    dataset_module = get_dataset(template, tokenizer, data_args, training_args, stage="sft")
+    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=training_args.do_train)
+    trainer = build_trainer(Seq2SeqTrainer, model, tokenizer, training_args, dataset_module, callbacks)
+    return train_save_evaluate(trainer, training_args, finetuning_args)

@@ -1,0 +1,267 @@
+"""dataset_info.json -> DatasetSpec: LLaMA-Factory defaults, path rules, and one error test per user mistake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmtuner.data.registry import DatasetColumns, MessageTags, get_dataset_specs
+from llmtuner.extras.errors import DatasetError
+
+
+def _registry(folder: Path, entries: dict, files: tuple[str, ...] = ("data.json",)) -> str:
+    """A dataset folder holding ``entries`` as dataset_info.json plus empty placeholder data files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("[]", encoding="utf-8")
+    (folder / "dataset_info.json").write_text(json.dumps(entries), encoding="utf-8")
+    return str(folder)
+
+
+def _error(folder: str, name: str = "d") -> DatasetError:
+    with pytest.raises(DatasetError) as caught:
+        get_dataset_specs([name], folder)
+    return caught.value
+
+
+# --- defaults and resolution -----------------------------------------------------------------------------------
+
+
+def test_alpaca_defaults_follow_llamafactory(tmp_path: Path) -> None:
+    folder = _registry(tmp_path, {"d": {"file_name": "data.json"}})
+    (spec,) = get_dataset_specs(["d"], folder)
+    assert spec.name == "d"
+    assert spec.formatting == "alpaca"
+    assert spec.columns == DatasetColumns(prompt="instruction", query="input", response="output")
+    assert spec.columns_declared is False
+    assert spec.path == str(tmp_path / "data.json")
+    assert spec.data_files == (str(tmp_path / "data.json"),)
+    assert spec.file_type == "json"
+    assert (spec.split, spec.num_samples, spec.encoding) == ("train", None, "utf-8")
+    assert spec.registry_path == str(tmp_path / "dataset_info.json")
+
+
+def test_sharegpt_and_openai_defaults(tmp_path: Path) -> None:
+    folder = _registry(
+        tmp_path,
+        {"s": {"file_name": "data.json", "formatting": "sharegpt"}, "o": {"file_name": "data.json", "formatting": "openai"}},
+    )
+    sharegpt, openai = get_dataset_specs(["s", "o"], folder)
+    assert sharegpt.columns == DatasetColumns(messages="conversations")
+    assert sharegpt.tags == MessageTags("from", "value", "human", "gpt", "system", "observation", "function_call")
+    assert openai.columns == DatasetColumns(messages="messages")
+    assert openai.tags == MessageTags("role", "content", "user", "assistant", "system", "tool", "function")
+
+
+def test_declared_columns_replace_the_defaults(tmp_path: Path) -> None:
+    # LLaMA-Factory's rule: with a "columns" object only the named columns are used (pt data names just the text).
+    folder = _registry(tmp_path, {"pt": {"file_name": "data.json", "columns": {"prompt": "text"}}})
+    (spec,) = get_dataset_specs(["pt"], folder)
+    assert spec.columns == DatasetColumns(prompt="text")
+    assert spec.columns_declared is True
+
+
+def test_partial_tags_keep_the_other_defaults(tmp_path: Path) -> None:
+    entry = {"file_name": "data.json", "formatting": "sharegpt", "tags": {"user_tag": "user", "assistant_tag": "bot"}}
+    (spec,) = get_dataset_specs(["d"], _registry(tmp_path, {"d": entry}))
+    assert spec.tags == MessageTags("from", "value", "user", "bot", "system", "observation", "function_call")
+
+
+def test_txt_file_reads_its_text_column_as_prompt(tmp_path: Path) -> None:
+    (spec,) = get_dataset_specs(["t"], _registry(tmp_path, {"t": {"file_name": "notes.txt"}}, ("notes.txt",)))
+    assert spec.file_type == "txt"
+    assert spec.columns == DatasetColumns(prompt="text")
+
+
+def test_every_key_is_read(tmp_path: Path) -> None:
+    entry = {
+        "file_name": "raw.dat", "file_type": "csv", "encoding": "GB18030", "split": "train[:10]", "num_samples": 5,
+        "columns": {"prompt": "ask", "response": "answer", "system": "department"}, "ranking": False,
+    }
+    (spec,) = get_dataset_specs(["d"], _registry(tmp_path, {"d": entry}, ("raw.dat",)))
+    assert (spec.file_type, spec.encoding, spec.split, spec.num_samples) == ("csv", "gb18030", "train[:10]", 5)
+    assert spec.columns == DatasetColumns(prompt="ask", response="answer", system="department")
+
+
+def test_folder_lists_its_visible_files_sorted(tmp_path: Path) -> None:
+    folder = _registry(tmp_path, {"d": {"file_name": "parts"}}, ("parts/b.jsonl", "parts/a.jsonl", "parts/.hidden"))
+    (spec,) = get_dataset_specs(["d"], folder)
+    assert spec.file_type == "jsonl"
+    assert spec.data_files == (str(tmp_path / "parts" / "a.jsonl"), str(tmp_path / "parts" / "b.jsonl"))
+
+
+def test_absolute_path_outside_the_folder_is_allowed(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere" / "data.jsonl"
+    outside.parent.mkdir()
+    outside.write_text("", encoding="utf-8")
+    (spec,) = get_dataset_specs(["d"], _registry(tmp_path / "reg", {"d": {"file_name": str(outside)}}))
+    assert spec.data_files == (str(outside),)
+
+
+def test_repository_registry_resolves(repo_root: Path) -> None:
+    specs = get_dataset_specs(["sft_demo_zh_en", "sft_demo_sharegpt", "pt_demo"], str(repo_root / "data"))
+    assert [(s.formatting, s.file_type, Path(s.path).name) for s in specs] == [
+        ("alpaca", "json", "sft_demo.json"),
+        ("sharegpt", "jsonl", "sft_demo_sharegpt.jsonl"),
+        ("alpaca", "jsonl", "pt_demo.jsonl"),
+    ]
+    assert specs[0].columns.history == "history" and specs[0].columns.system == "system"
+
+
+# --- errors ----------------------------------------------------------------------------------------------------
+
+
+def test_missing_registry_names_folder_and_flag(tmp_path: Path) -> None:
+    error = _error(str(tmp_path))
+    assert error.message == f"The dataset folder {tmp_path} has no dataset_info.json."
+    assert "--dataset_dir" in error.hint
+
+
+def test_missing_dataset_folder(tmp_path: Path) -> None:
+    error = _error(str(tmp_path / "nope"))
+    assert error.message == f"The dataset folder {tmp_path / 'nope'} does not exist."
+
+
+def test_registry_with_bad_json_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "dataset_info.json").write_text('{\n  "d": {"file_name": "a.json",}\n}', encoding="utf-8")
+    error = _error(str(tmp_path))
+    assert error.message.startswith(f"{tmp_path / 'dataset_info.json'} is not valid JSON (line 2, column")
+
+
+def test_unknown_dataset_lists_close_names(tmp_path: Path) -> None:
+    folder = _registry(tmp_path, {n: {"file_name": "data.json"} for n in ("sft_demo_zh_en", "sft_demo_sharegpt", "pt_demo")})
+    error = _error(folder, "sft_demo")
+    assert error.message == f"Dataset 'sft_demo' is not registered in {tmp_path / 'dataset_info.json'}."
+    assert error.hint.startswith("Did you mean: sft_demo_sharegpt, sft_demo_zh_en, pt_demo?")
+    assert str(tmp_path / "dataset_info.json") in error.hint
+
+
+def test_unknown_dataset_without_close_names_lists_the_registry(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"alpha": {"file_name": "data.json"}}), "zzz")
+    assert error.hint.startswith("Registered datasets: alpha.")
+
+
+def test_unknown_entry_key_suggests_the_close_one(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "formating": "alpaca"}}))
+    assert error.message == f"Unknown key 'formating' in dataset 'd' in {tmp_path / 'dataset_info.json'}."
+    assert "(did you mean 'formatting'?)" in error.hint
+
+
+def test_hub_url_is_refused_with_the_reason(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"hf_hub_url": "llamafactory/alpaca_en"}}))
+    assert error.message.startswith("Key 'hf_hub_url' of dataset 'd'")
+    assert "reads local files only" in error.message
+
+
+def test_ranking_true_is_refused(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "ranking": True}}))
+    assert "preference (ranking) datasets are not supported yet" in error.message
+
+
+def test_missing_file_name_key(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"formatting": "alpaca"}}))
+    assert error.message == f'Dataset \'d\' in {tmp_path / "dataset_info.json"} has no "file_name".'
+
+
+def test_wrong_formatting_value(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "formatting": "sharegtp"}}))
+    assert error.message == (
+        f"\"formatting\": 'sharegtp' of dataset 'd' in {tmp_path / 'dataset_info.json'} is not a known format."
+    )
+    assert error.hint == "Use one of: alpaca, sharegpt, openai (did you mean 'sharegpt'?)."
+
+
+def test_missing_file_names_dataset_and_path(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "gone.json"}}))
+    assert error.message.startswith(f"Data file of dataset 'd' not found: {tmp_path / 'gone.json'}")
+
+
+def test_relative_path_may_not_escape_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "secret.json").write_text("[]", encoding="utf-8")
+    error = _error(_registry(tmp_path / "reg", {"d": {"file_name": "../secret.json"}}))
+    assert error.message == (
+        f"\"file_name\": '../secret.json' of dataset 'd' in {tmp_path / 'reg' / 'dataset_info.json'} "
+        f"points outside the dataset folder {tmp_path / 'reg'}."
+    )
+    assert "absolute path" in error.hint
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        ("instruction", "\"columns\" of dataset 'd' in {registry} must be a JSON object, not str 'instruction'."),
+        ({"prompt": 3}, "\"columns\" of dataset 'd' in {registry}: 'prompt' must name a column as a non-empty string, not 3."),
+        ({"chosen": "c"}, "\"columns\" of dataset 'd' in {registry}: column 'chosen' "
+                          "(tools, multimodal and preference data) is not supported yet."),
+        ({"messages": "m"}, "\"columns\" of dataset 'd' in {registry}: column 'messages' does not apply to "
+                            "formatting 'alpaca' (it takes prompt, query, response, history, system)."),
+        ({"promt": "q"}, "\"columns\" of dataset 'd' in {registry}: unknown column key 'promt'."),
+    ],
+)
+def test_bad_columns(tmp_path: Path, columns: object, expected: str) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "columns": columns}}))
+    assert error.message == expected.format(registry=tmp_path / "dataset_info.json")
+
+
+def test_unknown_column_key_suggests_the_close_one(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "columns": {"promt": "q"}}}))
+    assert error.hint == "Valid column keys for alpaca: prompt, query, response, history, system (did you mean 'prompt'?)."
+
+
+@pytest.mark.parametrize(
+    ("formatting", "tags", "expected"),
+    [
+        ("alpaca", {"role_tag": "r"},
+         "\"tags\" of dataset 'd' in {registry} only apply to formatting sharegpt or openai, but the entry is alpaca."),
+        ("sharegpt", ["from"], "\"tags\" of dataset 'd' in {registry} must be a JSON object, not list ['from']."),
+        ("sharegpt", {"user": "human"}, "Unknown tag 'user' in \"tags\" of dataset 'd' in {registry}."),
+        ("sharegpt", {"user_tag": None},
+         "\"tags\" of dataset 'd' in {registry}: 'user_tag' must name a value as a non-empty string, not None."),
+    ],
+)
+def test_bad_tags(tmp_path: Path, formatting: str, tags: object, expected: str) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "formatting": formatting, "tags": tags}}))
+    assert error.message == expected.format(registry=tmp_path / "dataset_info.json")
+
+
+def test_unknown_encoding(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "encoding": "utf-9"}}))
+    assert error.message.startswith("\"encoding\": 'utf-9' of dataset 'd'")
+    assert '"gb18030"' in error.hint
+
+
+def test_unknown_extension_asks_for_file_type(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.dat"}}, ("data.dat",)))
+    assert error.message.startswith("Cannot tell the file type of dataset 'd'")
+    assert "from the extension .dat" in error.message
+    assert error.hint == 'Add "file_type": one of json, jsonl, csv, txt, parquet.'
+
+
+def test_bad_file_type_value(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "file_type": "jsonlines"}}))
+    assert error.message.startswith("\"file_type\": 'jsonlines' of dataset 'd'")
+    assert error.hint == "Use one of: json, jsonl, csv, txt, parquet (did you mean 'jsonl' or 'json'?)."
+
+
+def test_folder_mixing_file_types(tmp_path: Path) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "parts"}}, ("parts/a.json", "parts/b.csv")))
+    assert error.message == (
+        f"The data folder {tmp_path / 'parts'} of dataset 'd' in {tmp_path / 'dataset_info.json'} "
+        "mixes file types: csv, json."
+    )
+
+
+@pytest.mark.parametrize("num_samples", [0, -3, "10", True, 2.5])
+def test_bad_num_samples(tmp_path: Path, num_samples: object) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "num_samples": num_samples}}))
+    assert error.message.startswith(f'"num_samples": {num_samples!r} of dataset \'d\'')
+    assert error.message.endswith("must be a positive whole number.")
+
+
+def test_only_requested_entries_are_validated(tmp_path: Path) -> None:
+    # A registry copied from LLaMA-Factory may hold hub entries; they must not block the local ones.
+    folder = _registry(tmp_path, {"hub": {"hf_hub_url": "x/y"}, "d": {"file_name": "data.json"}})
+    assert [spec.name for spec in get_dataset_specs(["d"], folder)] == ["d"]
