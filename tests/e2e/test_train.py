@@ -125,3 +125,38 @@ def test_unknown_dataset_fails_before_training(run_cmd, tiny_qwen2_dir, tmp_path
     assert "error:" in result.stderr and "sft_demo_zh_enn" in result.stderr and "sft_demo_zh_en" in result.stderr
     assert "hint:" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_tokenized_path_preprocesses_then_trains_from_disk(run_cmd, tiny_qwen2_dir, tmp_path):
+    tokenized, out = tmp_path / "tokenized", tmp_path / "from_disk"
+    common = [
+        PYTHON, "src/train_bash.py", "--stage", "sft", "--model_name_or_path", str(tiny_qwen2_dir),
+        "--dataset", "sft_demo_zh_en", "--template", "qwen", "--cutoff_len", "128",
+        "--tokenized_path", str(tokenized), "--output_dir", str(out),
+    ]
+    first = run_cmd(common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"Tokenised datasets saved to {tokenized}" in first.stdout
+    assert (tokenized / "dataset_dict.json").is_file()
+    assert not out.exists(), "a tokenise-only run must not create output_dir"
+    assert "trainable params" not in first.stderr, "the model must not be loaded when only tokenising"
+
+    second = run_cmd(common + ["--max_steps", "2", "--per_device_train_batch_size", "2"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"Loaded tokenised datasets from {tokenized}" in second.stderr
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("tracker", ["tensorboard", "wandb"])
+def test_report_to_trackers_offline(tiny_qwen2_dir, tmp_path, monkeypatch, tracker):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / tracker
+    _train(tiny_qwen2_dir, out, max_steps=2, report_to=tracker, gradient_checkpointing=True)
+    if tracker == "tensorboard":  # transformers 5 writes under <output_dir>/runs unless TENSORBOARD_LOGGING_DIR
+        assert list((out / "runs").rglob("events.out.tfevents.*"))
+    else:
+        runs = list((tmp_path / "wandb").glob("offline-run-*"))
+        assert runs and list(runs[0].glob("*.wandb"))
+    assert (out / "adapter_model.safetensors").is_file()
