@@ -6,6 +6,8 @@ between tests: treat them as read-only (copy a model directory before writing in
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,19 @@ def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny random LlamaForCausalLM with the Qwen vocab + Llama-3 chat tokens and the Llama-3 chat template."""
     return _tiny_model_dir(tmp_path_factory, "llama")
+
+
+@pytest.fixture(scope="session")
+def qwen2_tokenizer(qwen_tokenizer):
+    """The tiny qwen2/qwen3 models ship this exact tokenizer; load_model only reads its length."""
+    return qwen_tokenizer
+
+
+@pytest.fixture
+def llmtuner_logs(caplog):
+    """llmtuner's logger does not propagate to the root logger, so hook caplog onto it directly."""
+    root = logging.getLogger("llmtuner")
+    root.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="llmtuner")
+    yield caplog
+    root.removeHandler(caplog.handler)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -22,25 +21,11 @@ QWEN_PROJECTIONS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_
 PROMPT_IDS = torch.tensor([[9707, 11, 1879, 0, 151644, 151645]])
 
 
-@pytest.fixture(scope="session")
-def qwen2_tokenizer(qwen_tokenizer):
-    """The tiny qwen2/qwen3 models ship this exact tokenizer; load_model only reads its length."""
-    return qwen_tokenizer
-
 
 @pytest.fixture(scope="session")
 def qwen3_tokenizer(qwen_tokenizer):
     return qwen_tokenizer
 
-
-@pytest.fixture
-def llmtuner_logs(caplog):
-    """llmtuner's logger does not propagate to the root logger, so hook caplog onto it directly."""
-    root = logging.getLogger("llmtuner")
-    root.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="llmtuner")
-    yield caplog
-    root.removeHandler(caplog.handler)
 
 
 def _load(model_dir, tokenizer, is_trainable: bool = True, adapters=None, dtype: str = "auto", **finetuning):

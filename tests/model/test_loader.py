@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import shutil
 import subprocess
 import sys
@@ -19,20 +18,6 @@ from llmtuner.model import check_adapter_path, check_model_path, load_model, loa
 from llmtuner.model import loader
 
 
-@pytest.fixture(scope="session")
-def qwen2_tokenizer(qwen_tokenizer):
-    """The tiny qwen2/qwen3 models ship this exact tokenizer; load_model only reads its length."""
-    return qwen_tokenizer
-
-
-@pytest.fixture
-def llmtuner_logs(caplog):
-    """llmtuner's logger does not propagate to the root logger, so hook caplog onto it directly."""
-    root = logging.getLogger("llmtuner")
-    root.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="llmtuner")
-    yield caplog
-    root.removeHandler(caplog.handler)
 
 
 def _fake_find_spec(present: set[str]):
