@@ -59,7 +59,7 @@ def test_unknown_command_exits_2_with_error_and_hint():
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "error: Unknown command 'trian'.",
-        "hint: Did you mean `llmtuner train`? Commands: train, make-tiny-model, version, help. "
+        f"hint: Did you mean `llmtuner train`? Commands: {', '.join(COMMANDS)}. "
         "Run `llmtuner help` for details.",
     ]
     assert result.stdout == ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .extras.errors import ConfigError, LlmtunerError
 
@@ -53,6 +53,115 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+EVAL_EXAMPLE = ("llmtuner eval model_name_or_path=models/tiny-qwen2 task=mmlu task_dir=../shared/benchmarks "
+                "subjects=anatomy,astronomy max_samples=20 save_dir=saves/eval/mmlu")
+FORGETTING_EXAMPLE = "llmtuner forgetting configs/forgetting_tiny.yaml drop_threshold=0.05"
+
+
+def _eval(argv: list[str]) -> int:
+    code = _usage_code(argv, "llmtuner eval <config.yaml> [key=value | --key value ...]", EVAL_EXAMPLE)
+    if code is not None:
+        return code
+    from .eval.evaluator import run_eval
+
+    run_eval(argv)
+    return 0
+
+
+def _forgetting(argv: list[str]) -> int:
+    code = _usage_code(argv, "llmtuner forgetting <config.yaml> [key=value ...] (or before_results=... "
+                       "after_results=... save_dir=... to compare finished runs)", FORGETTING_EXAMPLE)
+    if code is not None:
+        return code
+    from .eval.forgetting import run_forgetting
+
+    run_forgetting(argv)
+    return 0
+
+
+def _curriculum(argv: list[str]) -> int:
+    if argv in (["-h"], ["--help"]) or not argv:
+        print("usage: llmtuner curriculum <config.yaml with a curriculum: block> [key=value ...]")
+        return 0 if argv else 2
+    from .hparams.parser import read_args
+
+    args = read_args(argv)
+    from .train.curriculum import run_curriculum
+
+    run_curriculum(args)
+    return 0
+
+
+def _sweep(argv: list[str]) -> int:
+    from .train.sweep import sweep_main
+
+    return sweep_main(argv)
+
+
+EXPORT_EXAMPLE = ("llmtuner export model_name_or_path=models/tiny-qwen2 adapter_name_or_path=saves/tiny-qwen2/lora/sft "
+                  "template=qwen export_dir=models/tiny-qwen2-merged")
+CHAT_EXAMPLE = "llmtuner chat model_name_or_path=models/tiny-qwen2-merged template=qwen"
+TEST_EXAMPLE = "llmtuner test configs/test_data_platform.yaml --mode accuracy"
+
+
+def _usage_code(argv: list[str], usage_line: str, example: str) -> Optional[int]:
+    """Print usage and return the exit code when ``argv`` asks for help (0) or is empty (2); else None."""
+    if argv and argv not in (["-h"], ["--help"]):
+        return None
+    print(f"usage: {usage_line}\nexample: {example}")
+    return 0 if argv else 2
+
+
+def _export(argv: list[str]) -> Any:
+    code = _usage_code(argv, "llmtuner export <config.yaml> [key=value | --key value ...]", EXPORT_EXAMPLE)
+    if code is not None:
+        return code
+    from .model.export import export_model
+
+    export_model(argv)
+    return 0
+
+
+def _chat(argv: list[str]) -> Any:
+    code = _usage_code(argv, "llmtuner chat <config.yaml> [key=value ...]  (type `clear` or `exit`)", CHAT_EXAMPLE)
+    if code is not None:
+        return code
+    from .chat.classify import points_at_classifier, run_predict
+
+    if points_at_classifier(argv):  # a stage cls run answers with labels: its interactive mode
+        return run_predict(argv)
+    from .chat.cli_chat import run_chat
+
+    return run_chat(argv)
+
+
+def _test(argv: list[str]) -> Any:
+    code = _usage_code(
+        argv, "llmtuner test <config.yaml> [--mode comprehensive|interactive|accuracy|all] [key=value ...]",
+        TEST_EXAMPLE,
+    )
+    if code is not None:
+        return code
+    from .chat.task_test import run_task_test
+
+    return run_task_test(argv)
+
+
+PREDICT_EXAMPLE = ("llmtuner predict model_name_or_path=models/tiny-bert adapter_name_or_path=saves/tiny-bert/lora/cls "
+                   "text=帮我重跑昨天失败的调度任务")
+
+
+def _predict(argv: list[str]) -> Any:
+    if argv in (["-h"], ["--help"]) or not argv:
+        print("usage: llmtuner predict <config.yaml> [key=value ...] [text=... | input_file=F output_file=O.jsonl]\n"
+              "  a classifier trained by stage cls; without text or input_file it asks for texts interactively\n"
+              f"example: {PREDICT_EXAMPLE}")
+        return 0 if argv else 2
+    from .chat.classify import run_predict
+
+    return run_predict(argv)
+
+
 def _make_tiny_model(argv: list[str]) -> Any:
     from .model.tiny import main as make_tiny_model
 
@@ -74,7 +183,18 @@ def _help(argv: list[str]) -> int:
 
 # name -> (one-line summary, function taking the remaining argv)
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
-    "train": ("Train (stage pt or sft) from a YAML/JSON config plus key=value or --key value overrides.", _train),
+    "train": ("Train (stage pt, sft or cls) from a YAML/JSON config plus key=value or --key value overrides.", _train),
+    "eval": ("Score a model on MMLU, C-Eval, CMMLU or GSM8K (k-shot) from their original files.", _eval),
+    "forgetting": ("Compare a base and a tuned model on the same benchmark questions (report + charts).",
+                   _forgetting),
+    "curriculum": ("Train the stages of a config's curriculum: block in order, each from the previous one.",
+                   _curriculum),
+    "sweep": ("Train one run per data ratio (--ratios 0.2 0.4 ...) and compare them (sweep.json/.md/.png).", _sweep),
+    "export": ("Merge LoRA adapters into the base and write a standalone safetensors model.", _export),
+    "chat": ("Chat with a model in the terminal (streamed replies, history, `clear`, `exit`).", _chat),
+    "test": ("Run a tuned model over a task test file: comprehensive, interactive, accuracy or all modes.", _test),
+    "predict": ("Label texts with a classifier (stage cls): one text, a file (JSON lines out), or interactively.",
+                _predict),
     "make-tiny-model": ("Build a tiny random model with a real tokenizer, for tests and demos.", _make_tiny_model),
     "version": ("Print the versions of llmtuner, python and the libraries it uses.", _version),
     "help": ("Show this message.", _help),

@@ -171,7 +171,7 @@ def test_wrong_formatting_value(tmp_path: Path) -> None:
     assert error.message == (
         f"\"formatting\": 'sharegtp' of dataset 'd' in {tmp_path / 'dataset_info.json'} is not a known format."
     )
-    assert error.hint == "Use one of: alpaca, sharegpt, openai (did you mean 'sharegpt'?)."
+    assert error.hint == "Use one of: alpaca, sharegpt, openai, scoring (did you mean 'sharegpt'?)."
 
 
 def test_missing_file_names_dataset_and_path(tmp_path: Path) -> None:

@@ -266,6 +266,7 @@ def test_remove_unused_columns_true_is_refused(base):
 def test_output_dir_holding_a_run_is_refused_without_overwrite(base, tmp_path):
     out = tmp_path / "out"
     (out / "checkpoint-10").mkdir(parents=True)
+    (out / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": 10}')  # a complete checkpoint
     (out / "adapter_config.json").write_text("{}")
     error = config_error(base)
     assert error.message == f"output_dir={out} already holds files (adapter_config.json, checkpoint-10)."
@@ -281,7 +282,7 @@ def test_output_dir_holding_a_run_is_refused_without_overwrite(base, tmp_path):
 def test_missing_checkpoint_to_resume(base, tmp_path):
     missing = tmp_path / "out" / "checkpoint-5"
     error = config_error({**base, "resume_from_checkpoint": str(missing)})
-    assert error.message == f"resume_from_checkpoint={missing} does not exist or is not a folder."
+    assert error.message == f"resume_from_checkpoint={missing} does not exist."
 
 
 def test_output_dir_that_is_a_file(base, tmp_path):
@@ -299,7 +300,8 @@ def test_validation_writes_nothing(base, tmp_path):
     [({"attn_implementation": "flash_attention_2"}, "flash_attn", "attn_implementation: flash_attention_2",
       "flash-attn"),
      ({"quantization_bit": 4}, "bitsandbytes", "quantization_bit: 4", "bitsandbytes"),
-     ({"deepspeed": "ds.json"}, "deepspeed", "the deepspeed option", "deepspeed"),
+     ({"deepspeed": str(Path(__file__).resolve().parents[2] / "configs" / "deepspeed" / "ds_z2.json")}, "deepspeed",
+      "the deepspeed option", "deepspeed"),
      ({"report_to": "wandb"}, "wandb", "report_to: wandb", "wandb"),
      ({"report_to": "none,tensorboard"}, "tensorboard", "report_to: tensorboard", "tensorboard")],
 )

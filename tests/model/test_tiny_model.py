@@ -449,5 +449,5 @@ def test_script_is_a_thin_wrapper(repo_root):
         text=True,
         check=True,
     )
-    assert "--arch {llama,qwen2,qwen3}" in result.stdout
+    assert "--arch {bert,llama,qwen2,qwen3}" in result.stdout
     assert "--overwrite" in result.stdout

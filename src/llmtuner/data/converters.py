@@ -22,7 +22,7 @@ from .registry import DatasetColumns, DatasetSpec, MessageTags
 
 logger = get_logger(__name__)
 
-STAGES = ("pt", "sft")
+STAGES = ("pt", "sft", "cls")
 CONVERSATION_FEATURES = datasets.Features(
     {
         "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
@@ -31,6 +31,9 @@ CONVERSATION_FEATURES = datasets.Features(
     }
 )
 _DROP_REASON = "_drop_reason"
+# The data-platform project's task-tagged prompt (registry key "task_tag"): one adapter learns several tasks and
+# is told which one each prompt asks for.
+TASK_PROMPT = "任务: {task}\n输入: {input}"
 _EXAMPLE_ROWS = 5
 
 
@@ -47,6 +50,13 @@ def check_stage(spec: DatasetSpec, stage: str) -> None:
             f"Dataset {spec.name!r} is {spec.formatting} conversations, but stage pt reads plain text.",
             f'For pt, register the text as alpaca with "columns": {{"prompt": "text"}} in {spec.registry_path}; '
             "use conversation datasets with stage sft.",
+        )
+    if stage == "cls" and spec.formatting != "alpaca":
+        raise DatasetError(
+            f"Dataset {spec.name!r} is {spec.formatting} conversations, but stage cls reads one text and one label "
+            "per row.",
+            f'Register it as alpaca with the text in "prompt" (and "query") and the label in "response", e.g. '
+            f'"columns": {{"prompt": "text", "response": "label"}} in {spec.registry_path}.',
         )
 
 
@@ -83,12 +93,14 @@ def _columns_for_stage(raw: datasets.Dataset, spec: DatasetSpec, stage: str) -> 
     """The columns this stage reads, each checked to exist in the file."""
     columns = spec.columns
     if stage == "pt":  # pre-training text is the prompt (+ query), as in LLaMA-Factory
-        columns = replace(columns, response=None, history=None, system=None)
+        columns = replace(columns, response=None, history=None, system=None, task=None)
     elif spec.formatting == "alpaca" and columns.response is None:
         raise DatasetError(
-            f"Dataset {spec.name!r} names no response column, which sft needs.",
+            f"Dataset {spec.name!r} names no response column, which {stage} needs.",
             f'Add "response": "<column with the answers>" to the "columns" of {spec.name!r} in {spec.registry_path}.',
         )
+    if stage == "cls":  # one text (prompt + query) and its label (the response); no dialogue context
+        columns = replace(columns, history=None, system=None, task=None)
     # The default "input" column is optional: many alpaca files leave it out.
     if not spec.columns_declared and columns.query and columns.query not in raw.column_names:
         columns = replace(columns, query=None)
@@ -153,11 +165,29 @@ def _convert_batch(batch: dict[str, list], spec: DatasetSpec, columns: DatasetCo
 
 def _alpaca_row(row: dict, columns: DatasetColumns, tags: MessageTags, stage: str) -> tuple[list[dict], Any]:
     messages = _history_turns(row[columns.history]) if columns.history else []
-    parts = [_text(row, column) for column in (columns.prompt, columns.query) if column]
-    messages.append({"role": "user", "content": "\n".join(part for part in parts if part)})
+    parts = [_text(row, column) for column in (columns.prompt, columns.query) if column and column != columns.task]
+    content = "\n".join(part for part in parts if part)
+    if columns.task:
+        task = _text(row, columns.task).strip()
+        if not task:
+            raise _DroppedRow(f"empty task in column {columns.task!r}")
+        content = TASK_PROMPT.format(task=task, input=content)
+    messages.append({"role": "user", "content": content})
     if stage == "sft":
         messages.append({"role": "assistant", "content": _text(row, columns.response)})
+    elif stage == "cls":  # the label; files often hold labels as numbers (0/1), which are names here too
+        value = row[columns.response]
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        label = str(value) if is_number else _text(row, columns.response)
+        messages.append({"role": "assistant", "content": label.strip()})
     return messages, _text(row, columns.system) if columns.system else None
+
+
+def task_of_messages(messages: list[dict]) -> str:
+    """The task named in the last user turn of a task-tagged conversation (written by ``TASK_PROMPT``)."""
+    prefix = TASK_PROMPT.split("{task}")[0]
+    first_line = messages[-2 if messages[-1]["role"] == "assistant" else -1]["content"].split("\n", 1)[0]
+    return first_line[len(prefix):] if first_line.startswith(prefix) else ""
 
 
 def _history_turns(history: Any) -> list[dict]:

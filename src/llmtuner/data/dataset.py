@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ..extras.errors import DatasetError
 from ..extras.logging import get_logger
+from .preprocess.packing import pack_supervised_dataset
 from .preprocess.pretrain import preprocess_pretrain_dataset
 from .preprocess.supervised import count_trained_tokens, preprocess_supervised_dataset
 
@@ -34,6 +36,7 @@ def _tokenize(
     template: Optional["Template"],
     tokenizer: "PreTrainedTokenizer",
     data_args: "DataArguments",
+    pack: bool = False,
 ) -> "Dataset":
     if stage == "pt":
         fn = partial(preprocess_pretrain_dataset, tokenizer=tokenizer, data_args=data_args)
@@ -47,8 +50,10 @@ def _tokenize(
         remove_columns=dataset.column_names,
         load_from_cache_file=not data_args.overwrite_cache,
         desc=f"Tokenising ({stage})",
+        new_fingerprint=_tokenize_fingerprint(dataset, fn, tokenizer),
     )
     before = len(tokenized)
+    empty = _empty_samples(tokenized)
     tokenized = tokenized.filter(
         lambda ids: [len(row) > 0 for row in ids],
         input_columns="input_ids",
@@ -60,14 +65,71 @@ def _tokenize(
     if dropped:
         logger.warning(
             f"Dropped {dropped} of {before} samples that had no trained token left after truncation to "
-            f"cutoff_len={data_args.cutoff_len} (raise cutoff_len to keep them)."
+            f"cutoff_len={data_args.cutoff_len}: {_describe_samples(dataset, empty)} (raise cutoff_len to keep them)."
         )
     if len(tokenized) == 0:
         raise DatasetError(
             f"No training sample is left after tokenisation of dataset(s) {', '.join(data_args.dataset or [])}.",
             f"Every sample lost its response to truncation: raise cutoff_len (now {data_args.cutoff_len}).",
         )
-    return tokenized
+    return _pack(tokenized, data_args) if pack else tokenized
+
+
+def _tokenize_fingerprint(dataset: "Dataset", fn: partial, tokenizer: "PreTrainedTokenizer") -> str:
+    """datasets' cache key of the tokenising map, computed without pickling the tokenizer.
+
+    datasets fingerprints a map by pickling the function with its arguments. Pickling a 151k-token tokenizer
+    takes several seconds, on every run, cache hit or not; its own JSON serialisation (vocabulary, merges, added
+    tokens, normalizer, pre- and post-processor) identifies it in a fraction of that.
+    """
+    from datasets.fingerprint import Hasher
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow (pure Python) tokenizer: let datasets pickle it
+        identity = Hasher.hash(tokenizer)
+    else:
+        extras = (type(tokenizer).__name__, tokenizer.special_tokens_map, getattr(tokenizer, "chat_template", None),
+                  len(tokenizer), tokenizer.padding_side, tokenizer.truncation_side)
+        identity = hashlib.sha256((backend.to_str() + repr(extras)).encode("utf-8")).hexdigest()
+    arguments = {key: value for key, value in fn.keywords.items() if key != "tokenizer"}
+    return Hasher.hash([dataset._fingerprint, fn.func, arguments, identity])
+
+
+def _pack(tokenized: "Dataset", data_args: "DataArguments") -> "Dataset":
+    """sft samples -> rows of several samples each (preprocess/packing.py), cached by datasets like tokenising."""
+    packed = tokenized.map(
+        partial(pack_supervised_dataset, data_args=data_args),
+        batched=True,
+        batch_size=data_args.preprocessing_batch_size,
+        num_proc=data_args.preprocessing_num_workers,
+        remove_columns=tokenized.column_names,
+        load_from_cache_file=not data_args.overwrite_cache,
+        desc="Packing samples",
+    )
+    tokens = sum(packed.data.column("input_ids").combine_chunks().value_lengths().to_pylist())
+    logger.info(
+        f"Packed {len(tokenized)} samples into {len(packed)} rows of at most {data_args.cutoff_len} tokens "
+        f"({tokens / (len(packed) * data_args.cutoff_len):.1%} full)."
+    )
+    return packed
+
+
+def _empty_samples(tokenized: "Dataset") -> list[int]:
+    """Positions of the samples left with no tokens, read from the Arrow column without loading it in Python."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(tokenized.data.column("input_ids"))
+    return pc.indices_nonzero(pc.equal(lengths, 0)).to_pylist()
+
+
+def _describe_samples(conversations: "Dataset", positions: list[int], shown: int = 5) -> str:
+    """``samples 3, 8 (sft_demo)``: a few dropped samples, numbered from 1 among the converted rows."""
+    numbers = ", ".join(str(position + 1) for position in positions[:shown])
+    numbers += ", ..." if len(positions) > shown else ""
+    names = []
+    if "_dataset" in conversations.column_names:
+        names = sorted(set(conversations.select(positions[:shown])["_dataset"]))
+    return f"sample{'s' if len(positions) > 1 else ''} {numbers}" + (f" ({', '.join(names)})" if names else "")
 
 
 def _split_validation(dataset: "Dataset", val_size: float, seed: int) -> tuple["Dataset", Optional["Dataset"]]:
@@ -105,7 +167,7 @@ def get_dataset(
     """
     from datasets import DatasetDict, load_from_disk
 
-    from .loader import load_conversations
+    from .loader import load_conversations, load_split_conversations
     from .template import format_example_for_display
 
     if data_args.tokenized_path and os.path.isdir(data_args.tokenized_path):
@@ -114,14 +176,19 @@ def get_dataset(
         return DatasetModule(saved.get("train"), saved.get("validation"))
 
     with training_args.main_process_first(desc="tokenise dataset"):
-        conversations = load_conversations(data_args.dataset, data_args, stage, seed=training_args.seed)
-        train = _tokenize(conversations, stage, template, tokenizer, data_args)
-        evaluation = None
+        # val_size is split off per dataset and task before mixing, so every task is validated (data/loader.py).
+        val_size = 0.0 if data_args.eval_dataset else data_args.val_size
+        conversations, eval_rows = load_split_conversations(
+            data_args.dataset, data_args, stage, seed=training_args.seed, val_size=val_size
+        )
+        train = _tokenize(conversations, stage, template, tokenizer, data_args, pack=data_args.packing)
         if data_args.eval_dataset:
             eval_rows = load_conversations(data_args.eval_dataset, data_args, stage, seed=training_args.seed)
-            evaluation = _tokenize(eval_rows, stage, template, tokenizer, data_args)
-        elif data_args.val_size:
-            train, evaluation = _split_validation(train, data_args.val_size, training_args.seed)
+        # Generation needs one prompt per row, so an eval set that is generated from stays unpacked.
+        pack_eval = data_args.packing and not training_args.predict_with_generate
+        evaluation = None
+        if eval_rows is not None:
+            evaluation = _tokenize(eval_rows, stage, template, tokenizer, data_args, pack=pack_eval)
 
     if training_args.should_log:
         _log_summary("train", train)

@@ -10,8 +10,10 @@ import codecs
 import csv
 import hashlib
 import json
+import math
 import os
-from typing import Optional
+import unicodedata
+from typing import Callable, Optional
 
 import datasets
 import numpy as np
@@ -20,7 +22,7 @@ from datasets.exceptions import DatasetsError
 from ..extras.errors import ConfigError, DatasetError
 from ..extras.logging import get_logger
 from ..hparams import DataArguments
-from .converters import check_stage, convert_dataset
+from .converters import check_stage, convert_dataset, task_of_messages
 from .mixing import check_mixing, mix_datasets
 from .registry import DatasetSpec, get_dataset_specs
 
@@ -68,8 +70,12 @@ def load_conversations(
     stage: str,
     seed: int = 42,
     cache_dir: Optional[str] = None,
+    row_filter: Optional[Callable[[DatasetSpec, datasets.Dataset], datasets.Dataset]] = None,
 ) -> datasets.Dataset:
     """Load, convert and mix the named datasets into the internal conversation shape.
+
+    ``row_filter(spec, raw_rows)``, when given, selects raw rows before sampling (e.g. one task of a multi-task
+    file for stage cls).
 
     Per dataset: read the file, draw ``num_samples`` rows (registry entry), keep the first
     ``data_args.max_samples`` rows, convert to ``{"messages", "system", "_dataset"}`` (bad rows are dropped
@@ -87,14 +93,154 @@ def load_conversations(
         check_stage(spec, stage)
     conversations = []
     for spec in specs:
-        raw = load_dataset_file(spec, cache_dir)
+        parts = [part for _, part in _load_one(spec, data_args, stage, seed, cache_dir, row_filter)]
+        conversations.append(datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0])
+    return mix_datasets(conversations, data_args.mix_strategy, data_args.interleave_probs, seed)
+
+
+def _load_one(
+    spec: DatasetSpec,
+    data_args: DataArguments,
+    stage: str,
+    seed: int,
+    cache_dir: Optional[str],
+    row_filter: Optional[Callable[[DatasetSpec, datasets.Dataset], datasets.Dataset]] = None,
+) -> list[tuple[str, datasets.Dataset]]:
+    """One dataset's rows as conversations (read, filter, num_samples, max_samples, convert), as
+    ``[(task name, rows)]``: one part per task for task-tagged data and single-mode scoring data (sft), else one."""
+
+    def prepare(raw: datasets.Dataset, name: str) -> datasets.Dataset:
+        if row_filter is not None:
+            raw = row_filter(spec, raw)
         if spec.num_samples is not None:
             raw = _draw_samples(raw, spec.num_samples, seed)
-            logger.info(f"Drew {spec.num_samples} rows from dataset {spec.name!r} (seed {seed}).")
+            logger.info(f"Drew {spec.num_samples} rows from dataset {name!r} (seed {seed}).")
         if data_args.max_samples is not None:
             raw = raw.select(range(min(data_args.max_samples, len(raw))))
-        conversations.append(convert_dataset(raw, spec, stage, data_args.preprocessing_num_workers))
-    return mix_datasets(conversations, data_args.mix_strategy, data_args.interleave_probs, seed)
+        return raw
+
+    if spec.formatting == "scoring":  # one file per dimension, joined into prompts by data/scoring.py
+        from .scoring import dimension_spec, scoring_conversations, selected_dimensions
+
+        raw_by_dimension = {}
+        for name in selected_dimensions(spec, data_args.scoring_dimensions):
+            dimension = dimension_spec(spec, name)
+            raw_by_dimension[name] = prepare(load_dataset_file(dimension, cache_dir), dimension.name)
+        return scoring_conversations(raw_by_dimension, spec, data_args.scoring_mode, stage,
+                                     data_args.preprocessing_num_workers)
+    raw = prepare(load_dataset_file(spec, cache_dir), spec.name)
+    converted = convert_dataset(raw, spec, stage, data_args.preprocessing_num_workers)
+    if stage != "sft" or not spec.columns.task:
+        return [(spec.name, converted)]
+    positions: dict[str, list[int]] = {}  # the converter wrote each row's task into its prompt; group by it
+    for index, messages in enumerate(converted["messages"]):
+        positions.setdefault(task_of_messages(messages), []).append(index)
+    return [(f"{spec.name}/{task}", converted.select(rows)) for task, rows in positions.items()]
+
+
+def load_split_conversations(
+    names: Optional[list[str]],
+    data_args: DataArguments,
+    stage: str,
+    seed: int = 42,
+    val_size: float = 0.0,
+    cache_dir: Optional[str] = None,
+) -> tuple[datasets.Dataset, Optional[datasets.Dataset]]:
+    """The training conversations and the validation ones (None when ``val_size`` is 0), split per task.
+
+    A task is a dataset, or one task of a dataset: each ``task_tag`` value of a task-tagged dataset, each
+    dimension of a scoring dataset in ``scoring_mode: single``. Per task: ``val_size`` rows go to validation
+    (a fraction: of that task, at least one; a count: shared in proportion to the tasks' sizes), so every task
+    is validated; the remaining rows are subsampled by the dataset's ``dataset_ratios`` value with ``seed``
+    (the first rows of one fixed shuffle, so a smaller ratio keeps a subset of a larger one's rows; a ratio
+    above 1 repeats rows). The training parts are then mixed by ``mix_strategy``; the validation parts are
+    concatenated. A table of per-task counts is logged.
+    """
+    if not names:
+        raise ConfigError(
+            "No dataset given.",
+            "Set dataset: <name>[,<name>...] using names registered in dataset_info.json under dataset_dir.",
+        )
+    ratios = _dataset_ratios(data_args.dataset_ratios, names)
+    check_mixing(data_args.mix_strategy, data_args.interleave_probs, len(names))
+    specs = get_dataset_specs(names, data_args.dataset_dir)
+    for spec in specs:
+        check_stage(spec, stage)
+    from .scoring import check_scoring_dimensions
+
+    check_scoring_dimensions(specs, data_args.scoring_dimensions)
+    tasks = [(spec, _load_one(spec, data_args, stage, seed, cache_dir)) for spec in specs]
+    eval_counts = _eval_counts([len(part) for _, parts in tasks for _, part in parts], val_size)
+    train_sets, eval_parts, table = [], [], []
+    for (spec, parts), ratio in zip(tasks, ratios):
+        train_parts = []
+        for task, part in parts:
+            count = eval_counts.pop(0)
+            held_out = None
+            if count:
+                split = part.train_test_split(test_size=count, seed=seed)
+                part, held_out = split["train"], split["test"]
+                eval_parts.append(held_out)
+            rows = len(part) + (len(held_out) if held_out is not None else 0)
+            if ratio != 1.0:
+                part = _draw_samples(part, max(1, round(ratio * len(part))), seed)
+            train_parts.append(part)
+            table.append((task, rows, ratio, len(part), count))
+        joined = datasets.concatenate_datasets(train_parts) if len(train_parts) > 1 else train_parts[0]
+        # Tasks were split apart: shuffle them together again so interleaving draws from every task.
+        train_sets.append(joined.shuffle(seed=seed) if len(train_parts) > 1 else joined)
+    _log_task_table(table, seed)
+    train = mix_datasets(train_sets, data_args.mix_strategy, data_args.interleave_probs, seed)
+    evaluation = datasets.concatenate_datasets(eval_parts) if eval_parts else None
+    return train, evaluation
+
+
+def _dataset_ratios(ratios: Optional[list[float]], names: list[str]) -> list[float]:
+    if not ratios:
+        return [1.0] * len(names)
+    if len(ratios) == 1:
+        return ratios * len(names)
+    if len(ratios) != len(names):
+        raise ConfigError(
+            f"dataset_ratios has {len(ratios)} values for {len(names)} datasets ({', '.join(names)}).",
+            "Give one ratio per dataset in the order of `dataset`, or a single ratio for all of them.",
+        )
+    return ratios
+
+
+def _eval_counts(sizes: list[int], val_size: float) -> list[int]:
+    """Validation rows per task: a fraction of each task (at least 1), or a count shared by size."""
+    if val_size <= 0:
+        return [0] * len(sizes)
+    total = sum(sizes)
+    # A fraction rounds up, as datasets' train_test_split does; a count is shared in proportion to task sizes.
+    wanted = [math.ceil(val_size * size) if val_size < 1 else round(val_size * size / total) for size in sizes]
+    counts = [max(1, value) if size > 1 else 0 for value, size in zip(wanted, sizes)]
+    for size, count in zip(sizes, counts):
+        if count >= size:
+            raise DatasetError(
+                f"val_size={val_size:g} leaves no training samples in a task of {size} rows.",
+                "Use a smaller val_size (a fraction such as 0.1, or a count well below the number of samples).",
+            )
+    return counts
+
+
+def _log_task_table(table: list[tuple[str, int, float, int, int]], seed: int) -> None:
+    width = max(len("task"), *(_display_width(row[0]) for row in table))
+
+    def pad(text: str) -> str:  # Chinese task names take two columns per character
+        return text + " " * (width - _display_width(text))
+
+    lines = [f"{pad('task')}  {'rows':>6}  {'ratio':>6}  {'train':>6}  {'eval':>5}"]
+    lines += [f"{pad(task)}  {rows:>6}  {ratio:>6.2f}  {train:>6}  {held:>5}"
+              for task, rows, ratio, train, held in table]
+    lines.append(f"{pad('total')}  {sum(r[1] for r in table):>6}  {'':>6}  {sum(r[3] for r in table):>6}  "
+                 f"{sum(r[4] for r in table):>5}")
+    logger.info(f"Samples per task (seed {seed}):\n" + "\n".join(lines))
+
+
+def _display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(char) in ("W", "F") else 1 for char in text)
 
 
 def _draw_samples(dataset: datasets.Dataset, num_samples: int, seed: int) -> datasets.Dataset:

@@ -18,9 +18,10 @@ from typing import Any, Optional
 from ..extras.errors import DatasetError
 
 REGISTRY_FILE = "dataset_info.json"
-FORMATTINGS = ("alpaca", "sharegpt", "openai")
+FORMATTINGS = ("alpaca", "sharegpt", "openai", "scoring")
 FILE_TYPES = ("json", "jsonl", "csv", "txt", "parquet")
-ENTRY_KEYS = ("file_name", "formatting", "columns", "tags", "split", "num_samples", "encoding", "file_type")
+ENTRY_KEYS = ("file_name", "formatting", "columns", "tags", "split", "num_samples", "encoding", "file_type",
+              "task_tag", "dimensions", "score_range")
 COLUMN_KEYS = ("prompt", "query", "response", "history", "system", "messages")
 TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag", "observation_tag", "function_tag")
 
@@ -40,6 +41,7 @@ _COLUMNS_BY_FORMATTING = {
     "alpaca": ("prompt", "query", "response", "history", "system"),
     "sharegpt": ("messages", "system"),
     "openai": ("messages", "system"),
+    "scoring": (),  # fixed fields: prompt, company_info, think, score, reason (see data/scoring.py)
 }
 _EXTENSION_TO_FILE_TYPE = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".txt": "txt", ".parquet": "parquet"}
 
@@ -54,6 +56,7 @@ class DatasetColumns:
     history: Optional[str] = None
     system: Optional[str] = None
     messages: Optional[str] = None
+    task: Optional[str] = None  # set by the entry's "task_tag": the user turn becomes "任务: <task>\n输入: ..."
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ _DEFAULT_TAGS = {
     "alpaca": MessageTags(),
     "sharegpt": MessageTags(),
     "openai": MessageTags("role", "content", "user", "assistant", "system", "tool", "function"),
+    "scoring": MessageTags(),
 }
 
 
@@ -94,6 +98,9 @@ class DatasetSpec:
     split: str = "train"
     num_samples: Optional[int] = None
     encoding: str = "utf-8"
+    # formatting "scoring": (name, label) of each dimension in the entry's order, and the score scale
+    dimensions: tuple[tuple[str, str], ...] = ()
+    score_range: tuple[float, float] = (0.0, 9.0)
 
 
 def get_dataset_specs(names: list[str], dataset_dir: str) -> list[DatasetSpec]:
@@ -167,7 +174,7 @@ def _parse_entry(name: str, entry: dict[str, Any], registry_path: str) -> Datase
     path, file_name = _resolve_path(entry, name, registry_path)
     file_type, data_files = _resolve_files(path, entry.get("file_type"), where)
     columns_declared = "columns" in entry
-    return DatasetSpec(
+    spec = DatasetSpec(
         name=name,
         file_name=file_name,
         path=path,
@@ -182,6 +189,7 @@ def _parse_entry(name: str, entry: dict[str, Any], registry_path: str) -> Datase
         num_samples=_check_num_samples(entry.get("num_samples"), where),
         encoding=encoding,
     )
+    return _with_task_and_scoring(spec, entry, where)
 
 
 def _check_entry_keys(entry: dict[str, Any], where: str) -> None:
@@ -272,6 +280,13 @@ def _resolve_files(path: str, declared_type: Any, where: str) -> tuple[str, tupl
 
 def _parse_columns(columns: Any, formatting: str, file_type: str, where: str) -> DatasetColumns:
     allowed = _COLUMNS_BY_FORMATTING[formatting]
+    if formatting == "scoring":
+        if columns is not None:
+            raise DatasetError(
+                f'"columns" of {where}: scoring rows have fixed fields (prompt, company_info, think, score, reason).',
+                'Remove "columns" and name the fields of each row that way (see data/README.md, "scoring").',
+            )
+        return DatasetColumns()
     if columns is None:
         if formatting != "alpaca":
             return DatasetColumns(messages="conversations" if formatting == "sharegpt" else "messages")
@@ -304,9 +319,9 @@ def _parse_tags(tags: Any, formatting: str, where: str) -> MessageTags:
     defaults = _DEFAULT_TAGS[formatting]
     if tags is None:
         return defaults
-    if formatting == "alpaca":
+    if formatting in ("alpaca", "scoring"):
         raise DatasetError(
-            f'"tags" of {where} only apply to formatting sharegpt or openai, but the entry is alpaca.',
+            f'"tags" of {where} only apply to formatting sharegpt or openai, but the entry is {formatting}.',
             'Remove "tags", or set "formatting": "sharegpt" if the file holds conversations.',
         )
     _check_string_map(tags, "tags", where)
@@ -370,3 +385,48 @@ def _check_num_samples(num_samples: Any, where: str) -> Optional[int]:
 def _did_you_mean(value: str, choices: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(value, choices, n=3, cutoff=0.6)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _with_task_and_scoring(spec: DatasetSpec, entry: dict[str, Any], where: str) -> DatasetSpec:
+    """The keys of multi-task data: ``task_tag`` (alpaca: the column naming each row's task) and, for
+    formatting scoring, ``dimensions`` (name -> label, one ``<name>.json`` per dimension) and ``score_range``."""
+    task_tag = entry.get("task_tag")
+    if task_tag is not None:
+        if spec.formatting != "alpaca" or not isinstance(task_tag, str) or not task_tag.strip():
+            raise DatasetError(
+                f'"task_tag": {task_tag!r} of {where} must name the column holding each row\'s task, and only '
+                "applies to formatting alpaca.",
+                'Write e.g. "task_tag": "task" on an alpaca entry, or remove it.',
+            )
+        spec = replace(spec, columns=replace(spec.columns, task=task_tag))
+    scoring_keys = [key for key in ("dimensions", "score_range") if key in entry]
+    if spec.formatting != "scoring":
+        if scoring_keys:
+            raise DatasetError(f'{", ".join(map(repr, scoring_keys))} of {where} only apply to formatting scoring.',
+                               'Set "formatting": "scoring", or remove them.')
+        return spec
+    dimensions = entry.get("dimensions")
+    if not isinstance(dimensions, dict) or not dimensions or not all(
+        isinstance(key, str) and isinstance(label, str) and key and label for key, label in dimensions.items()
+    ):
+        raise DatasetError(
+            f'{where.capitalize()} is formatting scoring but has no "dimensions" mapping of names to labels.',
+            'Add e.g. "dimensions": {"competitiveness": "产品竞争力", "innovation": "产品创新性"}; each name is '
+            "a file <name>.json in the file_name folder.",
+        )
+    stems = {os.path.splitext(os.path.basename(file))[0]: file for file in spec.data_files}
+    unknown = sorted(set(stems) - set(dimensions))
+    if unknown:
+        raise DatasetError(
+            f"The scoring folder {spec.path} of {where} holds files for dimensions not listed in \"dimensions\": "
+            f"{', '.join(unknown)}.",
+            f'Add them to "dimensions" with their labels (e.g. "{unknown[0]}": "<中文名>"), or move the files out.',
+        )
+    score_range = entry.get("score_range", [0, 9])
+    if (not isinstance(score_range, list) or len(score_range) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in score_range)
+            or score_range[0] >= score_range[1]):
+        raise DatasetError(f'"score_range": {score_range!r} of {where} must be [lowest, highest].',
+                           'Write e.g. "score_range": [0, 9] (the default) or [1, 10].')
+    return replace(spec, dimensions=tuple(dimensions.items()),
+                   score_range=(float(score_range[0]), float(score_range[1])))

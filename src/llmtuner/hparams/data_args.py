@@ -53,10 +53,49 @@ class DataArguments:
     interleave_probs: Optional[str] = field(
         default=None, metadata={"help": "Comma-separated sampling probabilities for interleave_* strategies."}
     )
+    cls_task: Optional[str] = field(
+        default=None,
+        metadata={"help": "cls: keep only the rows whose `task` column holds this name (one task of a multi-task "
+                  "file such as the data-platform format); each task is its own run with its own labels."},
+    )
+    cls_labels: Optional[str] = field(
+        default=None,
+        metadata={"help": "cls: comma-separated label names in id order (default: the labels found in the "
+                  "training data, sorted)."},
+    )
+    dataset_ratios: Optional[str] = field(
+        default=None,
+        metadata={"help": "Comma-separated share of each dataset's training rows to keep, in the order of `dataset` "
+                  "(one value: every dataset): a fixed-seed subsample (a smaller ratio keeps a subset of a larger "
+                  "one's rows); above 1 repeats rows."},
+    )
+    scoring_dimensions: Optional[str] = field(
+        default=None,
+        metadata={"help": "scoring datasets: comma-separated dimensions to train on (default: every dimension "
+                  "the registry entry lists)."},
+    )
+    scoring_mode: str = field(
+        default="single",
+        metadata={"help": "scoring datasets: single (one prompt per dimension) or multi (one prompt per company "
+                  "asking for every selected dimension)."},
+    )
+    packing: bool = field(
+        default=False,
+        metadata={"help": "sft: pack several samples into each cutoff_len row (best-fit decreasing); each sample keeps "
+                  "its own positions and attention never crosses samples (LLaMA-Factory's neat_packing)."},
+    )
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Batch samples of similar length together (less padding); same as "
+                  "train_sampling_strategy: group_by_length, the name transformers 5 gives it."},
+    )
 
     def __post_init__(self) -> None:
         self.dataset = split_list(self.dataset)
         self.eval_dataset = split_list(self.eval_dataset)
+        self.cls_labels = split_list(self.cls_labels)
+        if self.cls_labels and len(set(self.cls_labels)) != len(self.cls_labels):
+            raise ConfigError(f"cls_labels={self.cls_labels} names a label twice.", "List each label once.")
         if isinstance(self.interleave_probs, str) or isinstance(self.interleave_probs, (list, tuple)):
             try:
                 self.interleave_probs = [float(p) for p in split_list(self.interleave_probs) or []] or None
@@ -76,3 +115,23 @@ class DataArguments:
         check_range("preprocessing_num_workers", self.preprocessing_num_workers, 1)
         check_range("preprocessing_batch_size", self.preprocessing_batch_size, 1)
         check_choice("mix_strategy", self.mix_strategy, ("concat", "interleave_under", "interleave_over"))
+        self.scoring_dimensions = split_list(self.scoring_dimensions)
+        check_choice("scoring_mode", self.scoring_mode, ("single", "multi"))
+        self.dataset_ratios = _parse_ratios(self.dataset_ratios)
+
+
+def _parse_ratios(value: object) -> Optional[list[float]]:
+    """``"0.5,1"`` / ``[0.5, 1]`` / ``0.5`` -> positive floats; None stays None."""
+    if value is None:
+        return None
+    items = split_list(value if isinstance(value, (str, list, tuple)) else str(value))
+    try:
+        ratios = [float(item) for item in items or []]
+    except ValueError:
+        ratios = []
+    if not ratios or any(not ratio > 0 for ratio in ratios):
+        raise ConfigError(
+            f"dataset_ratios={value!r} is not a list of positive numbers.",
+            "Write one share per dataset, e.g. dataset_ratios: 0.5,1.0 (0.5 keeps half of the first dataset).",
+        )
+    return ratios

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence, Union
 
+from ..extras.errors import ConfigError
 from .validation import check_choice, check_range, split_list
 
-STAGES = ("pt", "sft")
+STAGES = ("pt", "sft", "cls")
 FINETUNING_TYPES = ("lora", "freeze", "full")
 
 
@@ -15,7 +16,9 @@ FINETUNING_TYPES = ("lora", "freeze", "full")
 class FinetuningArguments:
     """Training stage and adapter settings (LoRA, freeze, full)."""
 
-    stage: Literal["pt", "sft"] = field(default="sft", metadata={"help": "pt (continued pretraining) or sft."})
+    stage: Literal["pt", "sft", "cls"] = field(
+        default="sft", metadata={"help": "pt (continued pretraining), sft, or cls (sequence classification)."}
+    )
     finetuning_type: Literal["lora", "freeze", "full"] = field(
         default="lora", metadata={"help": "lora, freeze (train the last layers only) or full."}
     )
@@ -47,6 +50,11 @@ class FinetuningArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow an output_dir that already holds files (its run is overwritten)."}
     )
+    class_weights: Optional[str] = field(
+        default=None,
+        metadata={"help": "cls: weight the loss per label: 'balanced' (inverse label frequency in the training "
+                  "data) or comma-separated weights in label id order."},
+    )
 
     def __post_init__(self) -> None:
         check_choice("stage", self.stage, STAGES)
@@ -60,3 +68,21 @@ class FinetuningArguments:
         self.additional_target = split_list(self.additional_target)
         self.freeze_trainable_modules = split_list(self.freeze_trainable_modules) or ["all"]
         self.freeze_extra_modules = split_list(self.freeze_extra_modules)
+        self.class_weights = parse_class_weights(self.class_weights)
+
+
+def parse_class_weights(value: Union[str, Sequence[Union[str, float]], None]) -> Union[str, list[float], None]:
+    """``balanced`` stays a word; ``"1,3.5"`` or ``[1, 3.5]`` becomes positive floats; None stays None."""
+    items = split_list(value if isinstance(value, str) or value is None else [str(item) for item in value])
+    if items is None or items == ["balanced"]:
+        return None if items is None else "balanced"
+    try:
+        weights = [float(item) for item in items]
+    except ValueError:
+        weights = []
+    if not weights or any(not weight > 0 for weight in weights):
+        raise ConfigError(
+            f"class_weights={value!r} is neither 'balanced' nor a list of positive numbers.",
+            "Write class_weights: balanced, or one positive weight per label in label id order, e.g. 1.0,2.5",
+        )
+    return weights

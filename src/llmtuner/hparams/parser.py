@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal, Union
 
 import yaml
 
+from ..extras.checkpoints import resolve_resume_checkpoint
 from ..extras.env import has_cuda, require_package
 from ..extras.errors import ConfigError, LlmtunerError
 from ..extras.logging import get_logger, is_main_process
@@ -86,17 +87,16 @@ def get_train_args(args: Union[dict[str, Any], list[str], None] = None) -> Train
     """
     classes = _train_dataclasses()
     values = _train_values(read_args(args), classes)
-    _check_args({**_field_defaults(classes), **values})
+    settings = {**_field_defaults(classes), **values}
+    _check_args(settings)
+    if (settings["bf16"] or settings["fp16"]) and not has_cuda():
+        logger.warning("bf16/fp16 requested but no CUDA GPU was found: mixed precision on CPU is slow.")
     return _parse_dataclasses(values, classes)
 
 
 def get_infer_args(args: Union[dict[str, Any], list[str], None] = None) -> InferArgs:
     """Parse and validate the arguments of chat / predict / export: model, data (template), adapter, generation."""
-    values = _typed_args(read_args(args), INFER_DATACLASSES)
-    settings = {**_field_defaults(INFER_DATACLASSES), **values}
-    _check_model_given(settings)
-    _check_dependencies(settings)
-    return _parse_dataclasses(values, INFER_DATACLASSES)
+    return _infer_args(INFER_DATACLASSES, args)
 
 
 def save_run_args(output_dir: str, args: dict[str, Any]) -> Path:
@@ -222,10 +222,15 @@ def _parse_cli_value(text: str) -> Any:
 
 # ---- names and types ----
 
+# A training run's argument dataclasses in order; None stands for transformers' Seq2SeqTrainingArguments, which is
+# imported only when needed (check_train_args_early reads its fields from its source instead).
+_TRAIN_CLASSES = (ModelArguments, DataArguments, None, FinetuningArguments, GeneratingArguments)
+
+
 def _train_dataclasses() -> tuple[type, ...]:
     from transformers import Seq2SeqTrainingArguments
 
-    return (ModelArguments, DataArguments, Seq2SeqTrainingArguments, FinetuningArguments, GeneratingArguments)
+    return tuple(cls or Seq2SeqTrainingArguments for cls in _TRAIN_CLASSES)
 
 
 @lru_cache(maxsize=None)
@@ -255,24 +260,28 @@ def _field_defaults(classes: tuple[type, ...]) -> dict[str, Any]:
 
 def _train_values(user_args: dict[str, Any], classes: tuple[type, ...]) -> dict[str, Any]:
     """The user's arguments, typed, plus the run defaults for keys the user left out."""
-    return _with_run_defaults(_typed_args(user_args, classes))
+    return _with_machine_defaults(_with_run_defaults(_typed_args(user_args, classes)))
 
 
 def _typed_args(user_args: dict[str, Any], classes: tuple[type, ...]) -> dict[str, Any]:
     """Reject unknown keys (naming the closest valid ones) and give each value its field's type."""
     field_types = _field_types(classes)
-    unknown = [str(key) for key in user_args if key not in field_types]
+    _reject_unknown(user_args, list(field_types), [cls.__name__ for cls in classes])
+    return {key: _coerce(key, value, field_types[key]) for key, value in user_args.items()}
+
+
+def _reject_unknown(user_args: dict[str, Any], names: list[str], class_names: list[str]) -> None:
+    unknown = [str(key) for key in user_args if key not in names]
     if unknown:
         described = []
         for key in unknown:
-            close = _closest_names(key, list(field_types))
+            close = _closest_names(key, names)
             described.append(f"{key} (did you mean {' or '.join(close)}?)" if close else key)
         raise ConfigError(
             f"Unknown argument{'s' if len(unknown) > 1 else ''}: {', '.join(described)}.",
             "Fix the spelling or remove it. Valid names are the fields of "
-            + ", ".join(cls.__name__ for cls in classes) + " (listed with `python scripts/flag_reference.py`).",
+            + ", ".join(class_names) + " (listed with `python scripts/flag_reference.py`).",
         )
-    return {key: _coerce(key, value, field_types[key]) for key, value in user_args.items()}
 
 
 def _closest_names(key: str, names: list[str]) -> list[str]:
@@ -369,11 +378,18 @@ def _with_run_defaults(values: dict[str, Any]) -> dict[str, Any]:
         defaults["do_train"] = True
     if "do_eval" not in values and (values.get("val_size") or values.get("eval_dataset")):
         defaults["do_eval"] = True  # a validation set was asked for, so its loss is reported after training
+    if values.get("group_by_length"):  # the transformers 4 / LLaMA-Factory name of the sampler transformers 5 renamed
+        defaults["train_sampling_strategy"] = "group_by_length"
+    return {**defaults, **values}
+
+
+def _with_machine_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """Defaults that depend on this machine (separate because finding out imports torch)."""
     if "use_cpu" not in values and not has_cuda():
         # Without CUDA, TrainingArguments only sets up a CPU (gloo) process group when use_cpu is set; otherwise
         # DeepSpeed / torchrun CPU runs take the DeepSpeed/NCCL path, which needs a GPU. It also lets bf16 run.
-        defaults["use_cpu"] = True
-    return {**defaults, **values}
+        return {"use_cpu": True, **values}
+    return values
 
 
 def _check_args(settings: dict[str, Any]) -> None:
@@ -409,8 +425,7 @@ def _check_args(settings: dict[str, Any]) -> None:
                           "Remove it: llmtuner feeds its own columns (input_ids, labels, ...) to its collator.")
     _check_output_dir(settings)
     _check_dependencies(settings)
-    if (settings["bf16"] or settings["fp16"]) and not has_cuda():
-        logger.warning("bf16/fp16 requested but no CUDA GPU was found: mixed precision on CPU is slow.")
+    _check_batching(settings)
 
 
 def _check_model_given(settings: dict[str, Any]) -> None:
@@ -422,13 +437,15 @@ def _check_model_given(settings: dict[str, Any]) -> None:
 def _check_output_dir(settings: dict[str, Any]) -> None:
     """Refuse to mix a new run into a folder that holds files, unless the user says to overwrite or resume."""
     resume = settings["resume_from_checkpoint"]
-    if resume and not os.path.isdir(resume):
-        raise ConfigError(f"resume_from_checkpoint={resume} does not exist or is not a folder.",
-                          "Point it at a checkpoint-<step> folder inside an earlier run's output_dir.")
     output_dir = Path(settings["output_dir"])
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"output_dir={output_dir} is a file, not a folder.", "Choose a folder path for output_dir.")
-    if not output_dir.is_dir() or settings["overwrite_output_dir"] or resume:
+    # A missing or half-written checkpoint, or `auto` with nothing to continue, fails here, before any loading.
+    checkpoint = resolve_resume_checkpoint(resume, output_dir, overwrite=settings["overwrite_output_dir"])
+    # Continuing a run in its own folder is fine; continuing one from elsewhere into a folder that holds another
+    # run's files would overwrite them.
+    continues_here = checkpoint is not None and Path(checkpoint).resolve().parent == output_dir.resolve()
+    if not output_dir.is_dir() or settings["overwrite_output_dir"] or continues_here:
         return
     entries = sorted(entry.name for entry in output_dir.iterdir())
     if entries:
@@ -436,7 +453,7 @@ def _check_output_dir(settings: dict[str, Any]) -> None:
         raise ConfigError(
             f"output_dir={output_dir} already holds files ({shown}).",
             "Choose a new output_dir, set overwrite_output_dir: true to replace that run, "
-            "or set resume_from_checkpoint: <its checkpoint folder> to continue it.",
+            "or set resume_from_checkpoint: auto (or a checkpoint folder) to continue it.",
         )
 
 
@@ -448,10 +465,10 @@ def _check_dependencies(settings: dict[str, Any]) -> None:
         require_package("bitsandbytes", "bitsandbytes", f"quantization_bit: {settings['quantization_bit']}")
     deepspeed = settings.get("deepspeed")
     if deepspeed:
-        require_package("deepspeed", "deepspeed", "the deepspeed option")
         if isinstance(deepspeed, str) and not deepspeed.lstrip().startswith("{") and not os.path.isfile(deepspeed):
             raise ConfigError(f"deepspeed={deepspeed} does not exist.",
                               "Point deepspeed at a DeepSpeed JSON config, e.g. deepspeed: deepspeed_config.json.")
+        require_package("deepspeed", "deepspeed", "the deepspeed option")
     reporters = settings.get("report_to") or []
     reporters = [reporters] if isinstance(reporters, str) else reporters
     for tracker in ("wandb", "tensorboard"):
@@ -482,3 +499,109 @@ def _named_in(message: str, values: dict[str, Any]) -> str:
         named = [key for key, value in values.items()
                  if isinstance(value, str) and len(value) > 1 and value in message]
     return f" ({', '.join(f'{key}={values[key]!r}' for key in named)})" if named else ""
+
+
+# ---- export and the task test tool: the inference arguments plus one dataclass of their own ----
+
+def get_export_args(args: Union[dict[str, Any], list[str], None] = None) -> tuple[Any, ...]:
+    """``get_infer_args`` plus ``ExportArguments`` (export_dir, export_size, export_dtype, ...), as a 5-tuple."""
+    from .export_args import ExportArguments
+
+    return _infer_args((*INFER_DATACLASSES, ExportArguments), args)
+
+
+def get_task_test_args(args: Union[dict[str, Any], list[str], None] = None) -> tuple[Any, ...]:
+    """``get_infer_args`` plus ``TaskTestArguments`` (test_file, mode, task_scorers, ...), as a 5-tuple."""
+    from .task_test_args import TaskTestArguments
+
+    return _infer_args((*INFER_DATACLASSES, TaskTestArguments), args)
+
+
+def _infer_args(classes: tuple[type, ...], args: Union[dict[str, Any], list[str], None]) -> tuple[Any, ...]:
+    values = _typed_args(read_args(args), classes)
+    settings = {**_field_defaults(classes), **values}
+    _check_model_given(settings)
+    _check_dependencies(settings)
+    return _parse_dataclasses(values, classes)
+
+
+# ---- benchmark evaluation and the forgetting report ----
+
+def get_eval_args(args: Union[dict[str, Any], list[str], None] = None) -> tuple[Any, ...]:
+    """``(ModelArguments, DataArguments, EvaluationArguments)`` of ``llmtuner eval`` and ``--stage eval``."""
+    from .evaluation_args import EvaluationArguments
+
+    return _infer_args((ModelArguments, DataArguments, EvaluationArguments), _eval_values(args))
+
+
+def get_forgetting_args(args: Union[dict[str, Any], list[str], None] = None) -> tuple[Any, ...]:
+    """``get_eval_args`` plus ``ForgettingArguments``; no model is needed when two sets of results are given."""
+    from .evaluation_args import EvaluationArguments, ForgettingArguments
+
+    classes = (ModelArguments, DataArguments, EvaluationArguments, ForgettingArguments)
+    values = _typed_args(_eval_values(args), classes)
+    settings = {**_field_defaults(classes), **values}
+    if not settings["before_results"]:
+        _check_model_given(settings)
+    _check_dependencies(settings)
+    return _parse_dataclasses(values, classes)
+
+
+def _eval_values(args: Union[dict[str, Any], list[str], None]) -> dict[str, Any]:
+    """The user's arguments without ``stage: eval`` (how train_bash routes a run to evaluation)."""
+    values = read_args(args)
+    stage = values.pop("stage", "eval")
+    if stage != "eval":
+        raise ConfigError(f"stage={stage} in an evaluation config.",
+                          "Remove stage (or set stage: eval); train with `llmtuner train` instead.")
+    return values
+
+
+# ---- the same checks before torch loads ----
+
+def check_train_args_early(args: Union[dict[str, Any], list[str], None] = None) -> tuple[Any, ...]:
+    """Run the checks of ``get_train_args`` that need neither torch nor transformers; return llmtuner's own
+    dataclasses of a training run (model, data, finetuning, generating), validated.
+
+    Unknown keys, values of the wrong type or out of range and every rule of ``_check_args`` fail here in a
+    fraction of a second instead of after torch, peft and transformers have been imported (~6 s of CPU).
+    TrainingArguments' names, plain types and defaults are read from its source (``training_fields``);
+    ``get_train_args`` repeats every check against the real dataclasses, and when the source cannot be read the
+    checks that need it are left to ``get_train_args``.
+    """
+    from .training_fields import NO_DEFAULT, training_fields
+
+    user_args = read_args(args)
+    training = training_fields()
+    own_classes = tuple(cls for cls in _TRAIN_CLASSES if cls is not None)
+    own_types = _field_types(own_classes)
+    if training:  # the same names, in the same order, as get_train_args: the same message for a typo
+        names = [name for cls in _TRAIN_CLASSES for name in (_field_types((cls,)) if cls else training)]
+        class_names = [cls.__name__ if cls else "Seq2SeqTrainingArguments" for cls in _TRAIN_CLASSES]
+        _reject_unknown(user_args, list(dict.fromkeys(names)), class_names)
+    own = _typed_args({key: value for key, value in user_args.items() if key in own_types}, own_classes)
+    built = tuple(cls(**{key: value for key, value in own.items() if key in _field_types((cls,))})
+                  for cls in own_classes)
+    if training:
+        given = {key: _coerce(key, value, training[key].plain_type or Any)
+                 for key, value in user_args.items() if key in training and key not in own_types}
+        defaults = {name: field.default for name, field in training.items() if field.default is not NO_DEFAULT}
+        _check_args({**defaults, **_field_defaults(own_classes), **_with_run_defaults({**given, **own})})
+    return built
+
+
+# ---- packing and length grouping ----
+
+def _check_batching(settings: dict[str, Any]) -> None:
+    """``packing`` is sft's; ``group_by_length`` must not contradict an explicit ``train_sampling_strategy``."""
+    if settings.get("packing") and settings["stage"] != "sft":
+        raise ConfigError(
+            f"packing=True needs stage sft, not stage={settings['stage']}.",
+            "Remove packing: pt already joins texts into cutoff_len blocks, and cls trains on single texts.",
+        )
+    strategy = settings.get("train_sampling_strategy", "group_by_length")
+    if settings.get("group_by_length") and strategy != "group_by_length":
+        raise ConfigError(
+            f"group_by_length=True contradicts train_sampling_strategy={strategy}.",
+            "Keep one of them: group_by_length: true is the same as train_sampling_strategy: group_by_length.",
+        )

@@ -25,9 +25,11 @@ def init_adapter(
     finetuning_args: FinetuningArguments,
     is_trainable: bool,
     train_embeddings: bool = False,
+    task_type: TaskType = TaskType.CAUSAL_LM,
 ) -> PreTrainedModel:
     """Apply ``finetuning_type`` to ``model``; ``train_embeddings`` (set when the vocabulary was resized) makes a
-    LoRA run also train and save the input embeddings and the output head."""
+    LoRA run also train and save the input embeddings and the output head. ``task_type`` is the PEFT task of a
+    new LoRA adapter (SEQ_CLS trains and saves the classification head with it)."""
     finetuning_type = finetuning_args.finetuning_type
     if model_args.adapter_name_or_path and finetuning_type != "lora":
         raise ConfigError(
@@ -35,7 +37,7 @@ def init_adapter(
             "Use finetuning_type: lora, or merge the adapter into a full model first with `llmtuner export`.",
         )
     if finetuning_type == "lora":
-        return _init_lora(model, model_args, finetuning_args, is_trainable, train_embeddings)
+        return _init_lora(model, model_args, finetuning_args, is_trainable, train_embeddings, task_type)
     if not is_trainable:
         return model
     if finetuning_type == "full":
@@ -68,7 +70,8 @@ def _names_with_weights(named_modules: Iterable[tuple[str, torch.nn.Module]]) ->
 
 
 def find_decoder_layers(model: PreTrainedModel) -> tuple[str, torch.nn.ModuleList]:
-    """The ModuleList of decoder layers: named ``...layers`` and as long as ``config.num_hidden_layers``."""
+    """The ModuleList of decoder layers: named ``...layers`` (``...layer`` in BERT-style encoders) and as long as
+    ``config.num_hidden_layers``."""
     num_layers = getattr(model.config, "num_hidden_layers", None)
     if num_layers is None:
         raise ModelError(
@@ -76,7 +79,8 @@ def find_decoder_layers(model: PreTrainedModel) -> tuple[str, torch.nn.ModuleLis
             "Use finetuning_type: lora or full for this model.",
         )
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and _short_name(name) == "layers" and len(module) == num_layers:
+        is_layer_list = isinstance(module, torch.nn.ModuleList) and _short_name(name) in ("layers", "layer")
+        if is_layer_list and len(module) == num_layers:
             return name, module
     raise ModelError(
         f"{type(model).__name__} has no `layers` list with {num_layers} decoder layers.",
@@ -217,18 +221,27 @@ def _modules_to_save(model: PreTrainedModel, finetuning_args: FinetuningArgument
     return names
 
 
+# What transformers names the head of *ForSequenceClassification models; PEFT's SEQ_CLS saves these modules whole.
+CLASSIFIER_HEAD_NAMES = ("classifier", "score")
+
+
 def build_lora_config(
-    model: PreTrainedModel, finetuning_args: FinetuningArguments, train_embeddings: bool = False
+    model: PreTrainedModel,
+    finetuning_args: FinetuningArguments,
+    train_embeddings: bool = False,
+    task_type: TaskType = TaskType.CAUSAL_LM,
 ) -> LoraConfig:
     """The PEFT LoraConfig for a new adapter on ``model``."""
     targets = resolve_lora_targets(model, finetuning_args.lora_target)
+    if task_type == TaskType.SEQ_CLS and "all" in finetuning_args.lora_target:
+        targets = [name for name in targets if name not in CLASSIFIER_HEAD_NAMES]  # trained whole, not by LoRA
     modules_to_save = _modules_to_save(model, finetuning_args, train_embeddings)
     embedding_names = set(_embedding_module_names(model))
     # With tied input/output embeddings PEFT must keep the two trained copies tied, or the saved head goes stale.
     tie = bool(getattr(model.config, "tie_word_embeddings", False)) and bool(embedding_names & set(modules_to_save))
     logger.info(f"LoRA targets: {', '.join(targets)}.")
     return LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=task_type,
         r=finetuning_args.lora_rank,
         lora_alpha=finetuning_args.lora_alpha,
         lora_dropout=finetuning_args.lora_dropout,
@@ -282,6 +295,7 @@ def _init_lora(
     finetuning_args: FinetuningArguments,
     is_trainable: bool,
     train_embeddings: bool,
+    task_type: TaskType = TaskType.CAUSAL_LM,
 ) -> PreTrainedModel:
     folders = [check_adapter_path(path) for path in model_args.adapter_name_or_path or []]
     embedding_names = {_short_name(name) for name in _embedding_module_names(model)}
@@ -299,7 +313,7 @@ def _init_lora(
                     "embeddings: the new token rows stay untrained."
                 )
     elif is_trainable:
-        model = get_peft_model(model, build_lora_config(model, finetuning_args, train_embeddings))
+        model = get_peft_model(model, build_lora_config(model, finetuning_args, train_embeddings, task_type))
 
     if is_trainable:
         _upcast_trainable_params(model)

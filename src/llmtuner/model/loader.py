@@ -186,22 +186,27 @@ def resize_embeddings(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizer"
     """
     import torch
 
-    rows = model.get_input_embeddings().weight.size(0)
+    rows = _full_shape(model.get_input_embeddings().weight)[0]
     wanted = len(tokenizer)
     if wanted <= rows and not (model_args.resize_vocab and wanted != rows):
         return False
     pad_to = _GPU_VOCAB_MULTIPLE if torch.cuda.is_available() else None
     model.resize_token_embeddings(wanted, pad_to_multiple_of=pad_to)
-    new_rows = model.get_input_embeddings().weight.size(0)
+    new_rows = _full_shape(model.get_input_embeddings().weight)[0]
     logger.info(f"Resized the token embeddings from {rows} to {new_rows} rows for {wanted} tokenizer tokens.")
     return True
+
+
+def _full_shape(param: "torch.Tensor") -> tuple[int, ...]:
+    """A parameter's shape; under DeepSpeed ZeRO-3 the tensor is an empty stub and ``ds_shape`` is the real one."""
+    return tuple(getattr(param, "ds_shape", None) or param.shape)
 
 
 def count_parameters(model: "torch.nn.Module") -> tuple[int, int]:
     """(trainable, all) parameter counts; 4-bit weights are packed two per byte, so they are counted unpacked."""
     trainable, total = 0, 0
     for param in model.parameters():
-        num = param.numel()
+        num = getattr(param, "ds_numel", None) or param.numel()  # ZeRO-3 leaves each process an empty stub
         if type(param).__name__ == "Params4bit":
             storage = getattr(param, "quant_storage", None)
             num *= 2 * (storage.itemsize if storage is not None else param.element_size())

@@ -1,4 +1,4 @@
-"""Trainer callbacks: the JSONL training log users tail and tools read."""
+"""Trainer callbacks: the JSONL training log users tail and tools read, and the run's resolved config."""
 
 from __future__ import annotations
 
@@ -22,8 +22,12 @@ class LogCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         self.start_time = time.time()
         log_file = os.path.join(args.output_dir, TRAINER_LOG)
-        if state.is_world_process_zero and not args.resume_from_checkpoint and os.path.exists(log_file):
+        if not state.is_world_process_zero or not os.path.exists(log_file):
+            return
+        if state.global_step == 0:
             os.remove(log_file)  # a fresh run (output_dir was validated as ours to overwrite) starts a fresh log
+        else:  # resumed from a checkpoint: keep its history, drop what the stopped run logged after it
+            _keep_log_until(log_file, state.global_step)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -42,3 +46,36 @@ class LogCallback(TrainerCallback):
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, TRAINER_LOG), "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _keep_log_until(log_file: str, step: int) -> None:
+    """Rewrite ``log_file`` without the records of steps after ``step`` (written to a temporary file, then
+    renamed, so a kill never leaves half a log)."""
+    with open(log_file, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the kill
+        if record.get("current_steps", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    partial = f"{log_file}.partial"
+    with open(partial, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(partial, log_file)
+
+
+class SaveRunArgsCallback(TrainerCallback):
+    """Writes ``run_args.yaml`` once the Trainer exists: after the data and the model loaded without error, so a
+    run that fails on its inputs leaves no half-made output_dir behind."""
+
+    def __init__(self, user_args: dict[str, Any]) -> None:
+        self.user_args = user_args
+
+    def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        from ..hparams.parser import save_run_args
+
+        if args.should_save:
+            save_run_args(args.output_dir, self.user_args)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Optional
+import sys
+from typing import TYPE_CHECKING, Any, Optional
 
-from ..extras.constants import IGNORE_INDEX
 from ..extras.logging import get_logger
 from ..extras.plotting import plot_loss
 
@@ -19,15 +19,16 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 
-def build_collator(tokenizer: "PreTrainedTokenizer", training_args: "Seq2SeqTrainingArguments"):
-    """Dynamic padding to the longest sample of each batch (to a multiple of 8 on GPU for tensor cores)."""
-    from transformers import DataCollatorForSeq2Seq
+def build_collator(
+    tokenizer: "PreTrainedTokenizer", training_args: "Seq2SeqTrainingArguments", attn_implementation: str = "sdpa"
+):
+    """Dynamic padding to the longest row of each batch (to a multiple of 8 on GPU for tensor cores); packed rows
+    keep their samples apart, by the attention kernel's own means (data/collator.py)."""
+    from ..data.collator import SupervisedDataCollator
 
     on_gpu = not training_args.use_cpu and training_args.device.type == "cuda"
-    return DataCollatorForSeq2Seq(
-        tokenizer,
-        pad_to_multiple_of=8 if on_gpu else None,
-        label_pad_token_id=IGNORE_INDEX,
+    return SupervisedDataCollator(
+        tokenizer, pad_to_multiple_of=8 if on_gpu else None, attn_implementation=attn_implementation
     )
 
 
@@ -38,17 +39,24 @@ def build_trainer(
     training_args: "Seq2SeqTrainingArguments",
     dataset_module: "DatasetModule",
     callbacks: Optional[list["TrainerCallback"]] = None,
+    data_collator: Optional[Any] = None,
+    **trainer_kwargs: Any,
 ) -> "Trainer":
+    """``data_collator`` replaces the seq2seq one (e.g. for scalar labels); ``trainer_kwargs`` go to the Trainer
+    (compute_metrics, compute_loss_func, ...)."""
     from .callbacks import LogCallback
+    from .checkpointing import with_atomic_checkpoints
 
-    return trainer_cls(
+    return with_atomic_checkpoints(trainer_cls)(
         model=model,
         args=training_args,
         train_dataset=dataset_module.train_dataset,
         eval_dataset=dataset_module.eval_dataset,
-        data_collator=build_collator(tokenizer, training_args),
+        data_collator=data_collator
+        or build_collator(tokenizer, training_args, getattr(model.config, "_attn_implementation", None) or "sdpa"),
         processing_class=tokenizer,
         callbacks=[LogCallback(), *(callbacks or [])],
+        **trainer_kwargs,
     )
 
 
@@ -56,11 +64,13 @@ def train_save_evaluate(
     trainer: "Trainer",
     training_args: "Seq2SeqTrainingArguments",
     finetuning_args: "FinetuningArguments",
+    perplexity: bool = True,
 ) -> dict[str, float]:
-    """Run the requested phases; returns the combined metrics (also in ``all_results.json``)."""
+    """Run the requested phases; returns the combined metrics (also in ``all_results.json``). ``perplexity``
+    adds exp(eval_loss), which only means something for language-model losses."""
     metrics: dict[str, float] = {}
     if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        result = _train_until_done_or_stopped(trainer, training_args, finetuning_args)
         trainer.save_model()
         _drop_pickled_training_args(trainer)
         trainer.log_metrics("train", result.metrics)
@@ -72,7 +82,7 @@ def train_save_evaluate(
 
     if training_args.do_eval and trainer.eval_dataset is not None:
         eval_metrics = trainer.evaluate(metric_key_prefix="eval")
-        if "eval_loss" in eval_metrics:
+        if perplexity and "eval_loss" in eval_metrics:
             try:
                 eval_metrics["eval_perplexity"] = math.exp(eval_metrics["eval_loss"])
             except OverflowError:
@@ -84,6 +94,51 @@ def train_save_evaluate(
     if trainer.is_world_process_zero() and training_args.do_train:
         _print_outputs(training_args.output_dir, finetuning_args)
     return metrics
+
+
+def _train_until_done_or_stopped(
+    trainer: "Trainer", training_args: "Seq2SeqTrainingArguments", finetuning_args: "FinetuningArguments"
+) -> Any:
+    """``trainer.train()`` from the checkpoint the user asked for; on SIGINT/SIGTERM it saves a checkpoint, then
+    this prints how to resume and exits (128 + signal number) instead of saving an unfinished run as final."""
+    from ..extras.checkpoints import resolve_resume_checkpoint
+    from .checkpointing import remove_replaced_checkpoints
+    from .signals import GracefulStopCallback, exit_code
+
+    checkpoint = resolve_resume_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir, overwrite=finetuning_args.overwrite_output_dir
+    )
+    if checkpoint:
+        logger.info(f"Resuming training from {checkpoint}.")
+    elif finetuning_args.overwrite_output_dir and trainer.is_world_process_zero():
+        remove_replaced_checkpoints(training_args.output_dir)
+    stop = GracefulStopCallback()
+    trainer.add_callback(stop)
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        stop.restore_handlers()  # also when training raised: Ctrl-C must work again afterwards
+        trainer.remove_callback(stop)
+    if stop.stop_requested and trainer.state.global_step < trainer.state.max_steps:
+        if trainer.is_world_process_zero():
+            _print_how_to_resume(training_args.output_dir, trainer.state, stop.signal_name)
+        raise SystemExit(exit_code(stop.signal_number))
+    return result
+
+
+def _print_how_to_resume(output_dir: str, state: Any, signal_name: str) -> None:
+    from ..extras.checkpoints import latest_checkpoint
+
+    checkpoint = latest_checkpoint(output_dir)
+    run_args = os.path.join(os.path.abspath(output_dir), "run_args.yaml")
+    print(
+        f"\nTraining stopped by {signal_name} at step {state.global_step} of {state.max_steps}; "
+        f"checkpoint saved to {checkpoint and os.path.abspath(checkpoint)}.\n"
+        f"Resume with the same command plus resume_from_checkpoint=auto, e.g.\n"
+        f"  llmtuner train {run_args} resume_from_checkpoint=auto",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _drop_pickled_training_args(trainer: "Trainer") -> None:

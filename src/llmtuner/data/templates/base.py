@@ -79,9 +79,23 @@ class Template:
         Raises:
             DatasetError: roles do not alternate user/assistant, or the conversation does not end with a user turn.
         """
+        return tokenizer(self.render_prompt(tokenizer, messages, system, enable_thinking),
+                         add_special_tokens=False)["input_ids"]
+
+    def render_prompt(
+        self,
+        tokenizer: "PreTrainedTokenizerBase",
+        messages: list[dict],
+        system: Optional[str] = None,
+        enable_thinking: bool = True,
+    ) -> str:
+        """The text ``encode_prompt`` tokenizes; callers that score a continuation append it to this text.
+
+        Raises:
+            DatasetError: roles do not alternate user/assistant, or the conversation does not end with a user turn.
+        """
         _check_conversation(messages, last_role="user")
-        text = "".join(self._render_pieces(tokenizer, messages, system, enable_thinking))
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+        return "".join(self._render_pieces(tokenizer, messages, system, enable_thinking))
 
     def stop_token_ids(self, tokenizer: "PreTrainedTokenizerBase") -> list[int]:
         """eos plus the template's end-of-turn tokens (e.g. ``<|im_end|>``), without duplicates or unknowns."""

@@ -1,0 +1,14 @@
+"""Evaluate: python src/evaluate.py <cfg.yaml> [key=value | --key value ...] (task, task_dir, save_dir, n_shot ...)."""
+import sys
+from pathlib import Path
+
+try:
+    import llmtuner  # noqa: F401
+except ImportError:  # a checkout without `pip install -e .`: the package sits next to this file
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+if __name__ == "__main__":
+    from llmtuner.cli import run_cli
+    from llmtuner.eval.evaluator import run_eval
+
+    sys.exit(run_cli(run_eval))

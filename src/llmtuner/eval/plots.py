@@ -1,0 +1,107 @@
+"""Charts written next to the evaluation JSON files: headless matplotlib, Chinese-safe labels, atomic PNG writes."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ..extras.logging import get_logger
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+logger = get_logger(__name__)
+
+# Fonts with Chinese glyphs, in order of preference; matplotlib's default DejaVu Sans has none.
+_CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+              "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Droid Sans Fallback", "AR PL UMing CN")
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (servers have no display), with a CJK font when one is installed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    font = cjk_font()
+    if font and font not in plt.rcParams["font.sans-serif"]:
+        plt.rcParams["font.sans-serif"] = [font, *plt.rcParams["font.sans-serif"]]
+    return plt
+
+
+@functools.lru_cache(maxsize=None)
+def cjk_font() -> str | None:
+    """The first installed font that can draw Chinese, or None."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return next((name for name in _CJK_FONTS if name in installed), None)
+
+
+def display_labels(labels: Sequence[str]) -> list[str]:
+    """``labels`` as they can be drawn: non-ASCII labels become ``#0, #1, ...`` when no CJK font is installed
+    (matplotlib would draw empty boxes); the JSON next to the PNG keeps the real names in the same order."""
+    labels = [str(label) for label in labels]
+    if cjk_font() or all(label.isascii() for label in labels):
+        return labels
+    _warn_no_cjk_font()
+    return [label if label.isascii() else f"#{index}" for index, label in enumerate(labels)]
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_no_cjk_font() -> None:
+    logger.warning("No font with Chinese glyphs is installed: Chinese labels are drawn as #<index> (their order in "
+                   "the JSON). Install one (e.g. `apt install fonts-noto-cjk`) to draw them.")
+
+
+def save_figure(figure: "Figure", path: str | Path) -> Path:
+    """Save ``figure`` as PNG through a temporary file, so an interrupted run never leaves a broken image."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    figure.tight_layout()
+    figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+    os.replace(temporary, path)
+    return path
+
+
+def radar_chart(axes_names: Sequence[str], series: dict[str, Sequence[float]], path: str | Path, title: str) -> Path:
+    """One closed polygon per series over ``axes_names`` (values 0-1, e.g. accuracies); returns the PNG path."""
+    plt = pyplot()
+    names = display_labels(axes_names)
+    angles = [2 * math.pi * index / len(names) for index in range(len(names))]
+    figure = plt.figure(figsize=(7, 7))
+    axes = figure.add_subplot(projection="polar")
+    for label, values in series.items():
+        values = list(values)
+        axes.plot(angles + angles[:1], values + values[:1], linewidth=2, label=label, marker="o")
+        axes.fill(angles + angles[:1], values + values[:1], alpha=0.15)
+    axes.set_xticks(angles, names)
+    axes.set_ylim(0, 1)
+    axes.set_title(title, pad=20)
+    axes.legend(loc="upper right", bbox_to_anchor=(1.25, 1.1))
+    return save_figure(figure, path)
+
+
+def drop_bar_chart(names: Sequence[str], deltas: Sequence[float], threshold: float, path: str | Path,
+                   title: str) -> Path:
+    """Horizontal bars of accuracy changes (largest drop on top); bars beyond ``-threshold`` in red."""
+    plt = pyplot()
+    labels = display_labels(names)
+    figure, axes = plt.subplots(figsize=(8, max(3.0, 0.35 * len(labels) + 1.5)))
+    colors = ["#d62728" if delta < -threshold else ("#1f77b4" if delta < 0 else "#2ca02c") for delta in deltas]
+    positions = list(range(len(labels)))[::-1]
+    axes.barh(positions, [100 * delta for delta in deltas], color=colors)
+    axes.set_yticks(positions, labels)
+    axes.axvline(-100 * threshold, color="#d62728", linestyle="--", linewidth=1, label=f"-{100 * threshold:g} points")
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_xlabel("accuracy change after tuning (points)")
+    axes.set_title(title)
+    axes.legend(loc="best")
+    return save_figure(figure, path)

@@ -1,0 +1,108 @@
+"""CPU training settings: one torch thread per usable physical core, and a malloc that keeps freed memory.
+
+Threads: torch starts one thread per physical core of the *machine*, not of what the process may use, so a
+container limited to 2 of 64 cores oversubscribes 32-fold. A single-process CPU run gets min(physical cores, cores
+in its affinity mask, the cgroup CPU quota) threads; ``OMP_NUM_THREADS`` always wins. Multi-process runs split the
+cores in ``extras/distributed.py``.
+
+Memory: glibc serves every allocation above 32 MiB with a fresh ``mmap`` and returns it on free, so each training
+step page-faults its big tensors (a 151k-vocabulary model's logits, their softmax and gradients: hundreds of MB)
+in again, 4 KiB at a time: about a third of the CPU time of a step of the tiny Qwen model went to the kernel.
+Serving them from the heap and keeping freed memory there (``M_MMAP_MAX=0``, a 2 GiB ``M_TRIM_THRESHOLD``, what
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` would set at start-up) removes that cost; peak RSS grows a little
+because freed blocks are reused rather than returned. Skipped when the user chose an allocator (``LD_PRELOAD`` of
+jemalloc/tcmalloc, or any ``MALLOC_*`` variable) or sets ``LLMTUNER_MALLOC_TUNING=0``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+import os
+import sys
+from typing import TYPE_CHECKING, Optional
+
+from .logging import get_logger
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+logger = get_logger(__name__)
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameter numbers from glibc's malloc.h
+_KEEP_FREED_BYTES = 2**31 - 1  # mallopt takes an int
+
+
+def configure_cpu_runtime(training_args: "TrainingArguments") -> None:
+    """Threads and allocator for a CPU run; does nothing on a GPU run. Call before data or model loading."""
+    from .distributed import world_size
+
+    if not (training_args.use_cpu or training_args.device.type == "cpu"):
+        return
+    if world_size() <= 1:
+        set_torch_threads()
+    keep_freed_memory()
+
+
+def cpu_threads() -> int:
+    """Physical cores this process may use: the machine's, narrowed by CPU affinity and the cgroup quota."""
+    import psutil
+
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    physical = psutil.cpu_count(logical=False) or affinity
+    logical = psutil.cpu_count(logical=True) or affinity
+    # affinity counts logical CPUs; with hyper-threading two of them share one core
+    usable = max(1, affinity * physical // logical) if logical > physical else affinity
+    quota = _cgroup_cpu_quota()
+    return max(1, min(usable, physical, quota or usable))
+
+
+def set_torch_threads() -> int:
+    """Set torch's intra-op threads to ``cpu_threads()`` unless OMP_NUM_THREADS is set; returns the count."""
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()  # torch already read it
+    threads = cpu_threads()
+    if threads != torch.get_num_threads():
+        logger.info(f"Using {threads} CPU threads (torch chose {torch.get_num_threads()}); set OMP_NUM_THREADS "
+                    "to choose.")
+        torch.set_num_threads(threads)
+    return threads
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc serve large allocations from the heap and keep freed memory; returns True when applied."""
+    if os.environ.get("LLMTUNER_MALLOC_TUNING") == "0" or not sys.platform.startswith("linux"):
+        return False
+    if "malloc" in os.environ.get("LD_PRELOAD", "") or any(name.startswith("MALLOC_") for name in os.environ):
+        return False  # the user chose an allocator or its settings
+    libc = _glibc()
+    if libc is None:
+        return False
+    applied = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES) == 1
+    if applied:
+        logger.info("CPU run: large tensors are kept in the malloc heap between steps (no page faults); "
+                    "LLMTUNER_MALLOC_TUNING=0 turns this off.")
+    return applied
+
+
+def _glibc() -> Optional[ctypes.CDLL]:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+        return None  # musl and other C libraries have no (or another) mallopt
+    return libc
+
+
+def _cgroup_cpu_quota() -> Optional[int]:
+    """CPUs granted by a cgroup v2 ``cpu.max`` quota (docker --cpus), rounded up; None when unlimited."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as handle:
+            quota, period = handle.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))

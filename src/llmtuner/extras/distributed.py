@@ -1,0 +1,138 @@
+"""What a run does differently when it is one of several processes (torchrun, deepspeed, accelerate launch).
+
+The launchers start N copies of the same command and tell each its place through environment variables
+(RANK, LOCAL_RANK, WORLD_SIZE, and LOCAL_WORLD_SIZE from torchrun or LOCAL_SIZE from deepspeed). A few things
+are ours to do; everything else (process groups, sharding, gathering) is the Trainer's, accelerate's and
+DeepSpeed's:
+
+- CPU threads: N processes that each start one thread per core fight over the cores. torchrun sets
+  OMP_NUM_THREADS=1, the deepspeed launcher sets nothing; when it is unset on a CPU run, each process gets
+  usable cores (``cpu_runtime.cpu_threads``) // local processes (what ``deepspeed --bind_cores_to_rank``
+  gives), at least 1.
+- Quiet copies: only rank 0 prints progress bars, info logs and library warnings; every rank still prints
+  errors.
+- DeepSpeed without a launcher: the single-process rendezvous variables it needs.
+- DeepSpeed ZeRO-3 on CPU: see ``connect_deepspeed_comm``; and hide the deprecation notices DeepSpeed's calls
+  into torch.distributed raise at every ZeRO-3 step.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from .env import has_cuda
+from .logging import get_logger, is_main_process
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+logger = get_logger(__name__)
+
+
+def world_size() -> int:
+    """Number of processes in the job (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_world_size() -> int:
+    """Number of processes of the job on this machine."""
+    for name in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE"):  # torchrun / accelerate, deepspeed
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return world_size()
+
+
+def setup_process(uses_deepspeed: bool = False) -> None:
+    """Per-process settings: CPU threads and quiet non-main ranks in a multi-process run, and the rendezvous
+    variables DeepSpeed needs when one process runs it without a launcher (``python src/train_bash.py ...``).
+
+    Call it before the training arguments are built: with ``deepspeed`` set, TrainingArguments already sets up the
+    process group, and accelerate then gives each process all physical cores divided by LOCAL_WORLD_SIZE, which
+    the deepspeed launcher does not set (it sets LOCAL_SIZE), so every process would take every core.
+    """
+    if uses_deepspeed and "WORLD_SIZE" not in os.environ:
+        # DeepSpeed always runs inside a process group; without a launcher it looks for MPI (mpi4py) instead.
+        # These are what `deepspeed --num_gpus 1` would set (transformers' docs do the same for notebooks).
+        for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"),
+                            ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(free_port()))):
+            os.environ.setdefault(name, value)
+    if world_size() <= 1:
+        return
+    if not is_main_process():
+        quiet_this_process()
+    if not has_cuda():
+        limit_cpu_threads()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a single process's rendezvous."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def limit_cpu_threads() -> int:
+    """Give this process its share of the cores unless OMP_NUM_THREADS says otherwise; returns the thread count."""
+    import torch
+
+    from .cpu_runtime import cpu_threads
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    else:
+        threads = max(1, cpu_threads() // local_world_size())
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # also for worker processes started later (datasets.map)
+        logger.info(f"OMP_NUM_THREADS is not set: {threads} CPU thread(s) for each of the {local_world_size()} "
+                    "local processes (set OMP_NUM_THREADS to choose).")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def quiet_this_process() -> None:
+    """No progress bars, info logs or Python warnings from a non-main rank: rank 0 already shows the same ones.
+
+    datasets' bars stay on: ranks other than 0 read rank 0's cached preprocessing, which shows no bar, so a bar
+    from them means they tokenised again.
+    """
+    import warnings
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore")
+
+
+def silence_deepspeed_deprecations() -> None:
+    """Hide torch's deprecation notices for the collectives DeepSpeed 0.19 calls (all_gather_into_tensor, ...).
+
+    Nothing a user can act on, and ZeRO-3 repeats them at every step (DeepSpeed's ``catch_warnings`` blocks reset
+    Python's show-once registry), burying the progress bar under hundreds of identical lines.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+
+
+def connect_deepspeed_comm(training_args: "TrainingArguments") -> None:
+    """Let DeepSpeed see the process group that the Trainer's arguments set up (for a DeepSpeed run of several
+    processes; nothing otherwise). Call it after the arguments are built and before the model loads.
+
+    Under ZeRO-3, ``from_pretrained`` builds the model inside ``deepspeed.zero.Init``, which reads the world size
+    from ``deepspeed.comm``. On a GPU, accelerate initialises the group through DeepSpeed; with ``use_cpu`` (no
+    GPU) it initialises a plain gloo group that ``deepspeed.comm`` does not know, so zero.Init counts one process
+    and fails its batch-size check (``train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step *
+    world_size``). Wrapping the existing group fixes that; DeepSpeed's own initialise later finds it ready.
+    """
+    if not training_args.deepspeed or world_size() <= 1:
+        return
+    silence_deepspeed_deprecations()
+    import deepspeed
+    import deepspeed.comm as ds_comm
+    import torch.distributed as torch_dist
+
+    if training_args.world_size > 1 and torch_dist.is_initialized() and not ds_comm.is_initialized():
+        deepspeed.init_distributed(dist_backend=torch_dist.get_backend(), verbose=False)

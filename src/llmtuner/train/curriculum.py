@@ -1,0 +1,267 @@
+"""Curriculum learning: train stage by stage, each stage starting from the weights the previous one saved.
+
+A config gets a ``curriculum:`` block next to its ordinary keys::
+
+    curriculum:
+      task_key: dataset            # the argument each stage's tasks go to: dataset (default) or scoring_dimensions
+      stages:
+        - {name: basic, tasks: [competitiveness, innovation], data_ratio: 0.3, epochs: 1}
+        - {name: full, tasks: [competitiveness, innovation, diversity], data_ratio: 1.0, epochs: 2,
+           learning_rate: 1.0e-4}
+
+Stage ``i`` (from 1) trains into ``<output_dir>/stage_<i>_<name>`` with the config's arguments plus its own
+tasks, ``dataset_ratios: <data_ratio>``, ``num_train_epochs: <epochs>`` and ``learning_rate``. From stage 2 on it
+resumes the previous stage's LoRA adapter (``adapter_name_or_path``; for freeze/full tuning the previous stage's
+model becomes ``model_name_or_path``). The block is read here from the raw config and removed before the
+arguments are parsed, so it is not an argument of any dataclass. Outputs: ``curriculum_summary.json`` (per stage:
+samples, tokens, steps, time, final loss) and ``curriculum_loss.png`` (every stage's loss on one step axis).
+Running the same config again skips the stages that finished (``run_series``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from ..extras.errors import ConfigError
+from ..extras.logging import get_logger, is_main_process
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+logger = get_logger(__name__)
+
+SUMMARY_FILE = "curriculum_summary.json"
+LOSS_PLOT_FILE = "curriculum_loss.png"
+TASK_KEYS = ("dataset", "scoring_dimensions")
+STAGE_KEYS = ("name", "tasks", "data_ratio", "epochs", "learning_rate")
+_STAGE_NAME = re.compile(r"^[\w\-.]+$")  # letters (any script), digits, _ - . : safe in a folder name
+
+
+@dataclass(frozen=True)
+class CurriculumStage:
+    name: str
+    tasks: list[str]
+    data_ratio: float = 1.0
+    epochs: Optional[float] = None  # None: the config's num_train_epochs
+    learning_rate: Optional[float] = None  # None: the config's learning_rate
+
+
+def split_curriculum(args: dict[str, Any]) -> tuple[str, list[CurriculumStage], dict[str, Any]]:
+    """``(task_key, stages, the other arguments)`` from a raw config holding a ``curriculum`` block.
+
+    Raises ConfigError for a missing or malformed block: no stages, a stage without name or tasks, an unknown
+    stage key, a repeated name, a data_ratio/epochs/learning_rate that is not a positive number.
+    """
+    base = dict(args)
+    block = base.pop("curriculum", None)
+    if block is None:
+        raise ConfigError("The config has no `curriculum:` block.",
+                          "Add one (see README, Curriculum learning), or train it with `llmtuner train`.")
+    if isinstance(block, list):
+        block = {"stages": block}
+    if not isinstance(block, dict) or not isinstance(block.get("stages"), list) or not block["stages"]:
+        raise ConfigError("`curriculum:` must hold a non-empty list of `stages`.",
+                          "Write curriculum: {stages: [{name: basic, tasks: [a, b], data_ratio: 0.3, epochs: 1}]}")
+    unknown = set(block) - {"stages", "task_key"}
+    if unknown:
+        raise ConfigError(f"Unknown key(s) in `curriculum:`: {', '.join(sorted(map(str, unknown)))}.",
+                          "It takes `stages` and optionally `task_key`.")
+    task_key = block.get("task_key", "dataset")
+    if task_key not in TASK_KEYS:
+        raise ConfigError(f"curriculum task_key={task_key!r} is not a valid value.",
+                          f"Set it to one of: {', '.join(TASK_KEYS)} (where each stage's tasks go).")
+    stages = [_parse_stage(position, raw) for position, raw in enumerate(block["stages"], start=1)]
+    names = [stage.name for stage in stages]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"Curriculum stage name(s) used twice: {', '.join(repeated)}.",
+                          "Give each stage its own name.")
+    if not base.get("output_dir"):
+        raise ConfigError("A curriculum needs output_dir.", "Set output_dir: the stages are written to "
+                          "<output_dir>/stage_<i>_<name>.")
+    return task_key, stages, base
+
+
+def _parse_stage(position: int, raw: Any) -> CurriculumStage:
+    where = f"curriculum stage {position}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} is {raw!r}, not a mapping.", "Write it as {name: ..., tasks: [...], ...}.")
+    unknown = [str(key) for key in raw if key not in STAGE_KEYS]
+    if unknown:
+        raise ConfigError(f"Unknown key(s) in {where}: {', '.join(unknown)}.",
+                          f"A stage takes: {', '.join(STAGE_KEYS)}.")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _STAGE_NAME.match(name):
+        raise ConfigError(f"{where} has name={name!r}.",
+                          "Give it a name made of letters, digits, '_', '-' or '.', e.g. name: basic_scoring.")
+    tasks = raw.get("tasks")
+    if isinstance(tasks, str):
+        tasks = [task.strip() for task in tasks.split(",") if task.strip()]
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(task, str) and task for task in tasks):
+        raise ConfigError(f"{where} ({name}) has tasks={raw.get('tasks')!r}.",
+                          "List the stage's tasks, e.g. tasks: [competitiveness, innovation].")
+    values = {key: _positive(raw[key], f"{where} ({name}): {key}") for key in ("data_ratio", "epochs", "learning_rate")
+              if raw.get(key) is not None}
+    return CurriculumStage(name=name, tasks=tasks, **values)
+
+
+def _positive(value: Any, what: str) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0:
+        raise ConfigError(f"{what}={value!r} is not a positive number.", "Set a number above 0, e.g. 0.5.")
+    return number
+
+
+def stage_dir(output_dir: Union[str, Path], position: int, stage: CurriculumStage) -> Path:
+    return Path(output_dir) / f"stage_{position}_{stage.name}"
+
+
+def stage_args(base: dict[str, Any], task_key: str, stages: list[CurriculumStage], position: int) -> dict[str, Any]:
+    """The full arguments of stage ``position`` (from 1): the config, the stage's settings, the previous weights."""
+    stage = stages[position - 1]
+    args = {**base, task_key: ",".join(stage.tasks), "dataset_ratios": stage.data_ratio,
+            "output_dir": str(stage_dir(base["output_dir"], position, stage))}
+    if stage.epochs is not None:
+        args["num_train_epochs"] = stage.epochs
+    if stage.learning_rate is not None:
+        args["learning_rate"] = stage.learning_rate
+    if position > 1:
+        previous = str(stage_dir(base["output_dir"], position - 1, stages[position - 2]))
+        if base.get("finetuning_type", "lora") == "lora":
+            args["adapter_name_or_path"] = previous  # resumed trainable: model/adapter.py keeps the last adapter
+        else:
+            args["model_name_or_path"] = previous
+    return args
+
+
+def run_curriculum(
+    args: Union[dict[str, Any], list[str], None] = None,
+    callbacks: Optional[list["TrainerCallback"]] = None,
+) -> dict[str, Any]:
+    """Train every stage of the config's curriculum in order; returns the summary (also written as JSON).
+
+    Every stage's arguments are validated before the first stage trains. Stages that finished with the same
+    arguments are skipped; ``overwrite_output_dir: true`` retrains them all.
+    """
+    from ..hparams.parser import get_train_args, read_args
+    from .run_series import check_restartable, finished_record, train_and_record
+
+    task_key, stages, base = split_curriculum(read_args(args))
+    output_dir = Path(base["output_dir"])
+    overwrite = bool(base.get("overwrite_output_dir"))
+    _check_output_dir(output_dir, overwrite)
+    plans = []
+    for position, stage in enumerate(stages, start=1):
+        run_args = stage_args(base, task_key, stages, position)
+        folder = Path(run_args["output_dir"])
+        done = None if overwrite else finished_record(folder, run_args, f"Curriculum stage {position} ({stage.name})")
+        if done is None:
+            if not overwrite and check_restartable(folder, f"Curriculum stage {position} ({stage.name})"):
+                run_args["overwrite_output_dir"] = True  # our own unfinished stage: start it again
+            # every stage's arguments and datasets fail here, before the first stage trains
+            _check_stage_data(get_train_args(run_args)[1])
+        plans.append((stage, run_args, done))
+
+    summary: list[dict[str, Any]] = []
+    for position, (stage, run_args, done) in enumerate(plans, start=1):
+        header = (f"Curriculum stage {position}/{len(plans)}: {stage.name} ({task_key}: {', '.join(stage.tasks)}; "
+                  f"data_ratio {stage.data_ratio:g})")
+        if done is not None:
+            print(f"\n== {header}: finished earlier, skipped ==")
+            record, status = done, "skipped"
+        else:
+            print(f"\n== {header} ==")
+            record, status = train_and_record(run_args, callbacks), "trained"
+        summary.append({"stage": position, **asdict(stage), "output_dir": run_args["output_dir"],
+                        "status": status, **record})
+    result = {"task_key": task_key, "stages": summary,
+              "total_steps": sum(item["steps"] for item in summary),
+              "total_train_time_s": round(sum(item["train_time_s"] for item in summary), 3)}
+    if is_main_process():
+        (output_dir / SUMMARY_FILE).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n",
+                                               encoding="utf-8")
+        plot = plot_curriculum_loss(output_dir, [(item["stage"], item["name"], Path(item["output_dir"]))
+                                                 for item in summary])
+        _print_summary(output_dir, summary, plot)
+    return result
+
+
+def _check_stage_data(data_args: Any) -> None:
+    """The stage's dataset names, registry entries and scoring dimensions (no file is read)."""
+    from ..data.registry import get_dataset_specs
+    from ..data.scoring import check_scoring_dimensions
+
+    check_scoring_dimensions(get_dataset_specs(data_args.dataset or [], data_args.dataset_dir),
+                             data_args.scoring_dimensions)
+    if data_args.eval_dataset:
+        get_dataset_specs(data_args.eval_dataset, data_args.dataset_dir)
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """The curriculum's folder may hold only its own stages and summary (unless the user said to overwrite)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir={output_dir} is a file, not a folder.", "Choose a folder path for output_dir.")
+    if overwrite or not output_dir.is_dir():
+        return
+    foreign = sorted(entry.name for entry in output_dir.iterdir()
+                     if not entry.name.startswith("stage_") and entry.name not in (SUMMARY_FILE, LOSS_PLOT_FILE))
+    if foreign:
+        raise ConfigError(
+            f"output_dir={output_dir} holds files that are not this curriculum's ({', '.join(foreign[:5])}).",
+            "Choose a new output_dir for the curriculum, or set overwrite_output_dir: true.",
+        )
+
+
+def plot_curriculum_loss(output_dir: Path, stages: list[tuple[int, str, Path]]) -> Optional[Path]:
+    """Every stage's training loss on one step axis (stage after stage), stage boundaries marked; returns the PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..extras.plotting import smooth
+    from .run_series import loss_history
+
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    offset, plotted = 0, False
+    for position, name, folder in stages:
+        points = loss_history(folder)
+        if not points:
+            continue
+        steps = [offset + step for step, _ in points]
+        values = [loss for _, loss in points]
+        line = axis.plot(steps, values, alpha=0.35)[0]
+        axis.plot(steps, smooth(values), color=line.get_color(), label=f"stage {position}: {name}")
+        if offset:
+            axis.axvline(offset, color="grey", linestyle="--", linewidth=0.8)
+        offset = steps[-1]
+        plotted = True
+    if not plotted:
+        plt.close(figure)
+        logger.warning("No stage logged a training loss: no curriculum loss plot.")
+        return None
+    axis.set_xlabel("step (all stages)")
+    axis.set_ylabel("loss")
+    axis.set_title(f"curriculum loss of {output_dir.name}")
+    axis.legend()
+    path = output_dir / LOSS_PLOT_FILE
+    figure.savefig(path, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _print_summary(output_dir: Path, summary: list[dict[str, Any]], plot: Optional[Path]) -> None:
+    print("\nCurriculum summary")
+    print(f"{'stage':<28} {'status':<8} {'samples':>8} {'steps':>6} {'time s':>8} {'final loss':>10}")
+    for item in summary:
+        loss = "-" if item["final_loss"] is None else f"{item['final_loss']:.4f}"
+        print(f"{str(item['stage']) + '. ' + item['name']:<28} {item['status']:<8} {item['samples']:>8} "
+              f"{item['steps']:>6} {item['train_time_s']:>8.1f} {loss:>10}")
+    print(f"Summary: {output_dir / SUMMARY_FILE}" + (f"\nLoss plot: {plot}" if plot else ""))

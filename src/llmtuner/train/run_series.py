@@ -1,0 +1,149 @@
+"""What curriculum stages and sweep runs share: run one training, record it, and skip it when already done.
+
+Each run is an ordinary ``run_exp`` into its own folder. When it finishes, ``RUN_RECORD`` is written there with
+the arguments it ran with and what it measured (samples, tokens, steps, time, losses, metrics). Running the
+series again skips a run whose record holds the same arguments; a record with other arguments is an error,
+never silently reused or overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from transformers import TrainerCallback
+
+from ..extras.errors import ConfigError
+from ..extras.logging import get_logger
+
+logger = get_logger(__name__)
+
+RUN_RECORD = "series_run.json"
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON-ready data (paths and other objects as text), for records and comparisons."""
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+# Keys that say how to treat the folder, not what to train: a restarted run sets them, its record must still match.
+_NOT_COMPARED = ("overwrite_output_dir",)
+
+
+def comparable(args: dict[str, Any]) -> dict[str, Any]:
+    """The user's keys of ``args`` with the values the parser resolves them to (so ``1e-2`` and ``0.01``, or a
+    YAML list and a comma string, compare equal), JSON-ready, without the keys of ``_NOT_COMPARED``."""
+    import dataclasses
+
+    from ..hparams.parser import get_train_args
+
+    resolved: dict[str, Any] = {}
+    # overwrite_output_dir only lets the output_dir check pass for a folder that holds the finished run
+    for parsed in get_train_args({**args, "overwrite_output_dir": True}):
+        resolved.update(parsed.to_dict() if hasattr(parsed, "to_dict") else dataclasses.asdict(parsed))
+    return plain({key: resolved.get(key, value) for key, value in args.items() if key not in _NOT_COMPARED})
+
+
+def finished_record(output_dir: Path, args: dict[str, Any], what: str) -> Optional[dict[str, Any]]:
+    """The record of a finished run with exactly these ``args``, or None when the run has not finished.
+
+    Raises ConfigError when ``output_dir`` holds a finished run made with other arguments (naming what changed).
+    """
+    path = output_dir / RUN_RECORD
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if saved.get("args") == comparable(args):
+        return saved["record"]
+    before, now = saved.get("args", {}), comparable(args)
+    changed = [f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
+               if before.get(key) != now.get(key)]
+    raise ConfigError(
+        f"{what} in {output_dir} already finished with other settings ({'; '.join(changed[:5])}).",
+        f"Delete {output_dir} to train it again with the new settings, set overwrite_output_dir: true to "
+        "retrain every run, or choose another output_dir.",
+    )
+
+
+def check_restartable(output_dir: Path, what: str) -> bool:
+    """True when ``output_dir`` holds an unfinished run of ours (it may be restarted); False when it is absent or
+    empty. Raises ConfigError for a folder with files that llmtuner did not write as a run."""
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return False
+    if (output_dir / "run_args.yaml").is_file():
+        logger.warning(f"{what} in {output_dir} did not finish last time: it starts again from the beginning.")
+        return True
+    raise ConfigError(
+        f"{output_dir} ({what}) already holds files that are not an llmtuner run.",
+        "Move them away, or choose another output_dir.",
+    )
+
+
+def train_and_record(args: dict[str, Any], callbacks: Optional[list[TrainerCallback]] = None) -> dict[str, Any]:
+    """Run ``run_exp(args)`` and return its record; also written to ``<output_dir>/RUN_RECORD`` (main process)."""
+    from ..extras.logging import is_main_process
+    from .tuner import run_exp
+
+    recorder = RunRecorder()
+    started = time.perf_counter()
+    metrics = run_exp(dict(args), callbacks=[recorder, *(callbacks or [])])
+    output_dir = Path(args["output_dir"])
+    losses = loss_history(output_dir)
+    record = {
+        "samples": recorder.samples,
+        "tokens": recorder.tokens,
+        "eval_samples": recorder.eval_samples,
+        "steps": recorder.steps,
+        "train_time_s": round(float(metrics.get("train_runtime", time.perf_counter() - started)), 3),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "final_loss": losses[-1][1] if losses else None,
+        "train_loss": metrics.get("train_loss"),
+        "metrics": {key: value for key, value in metrics.items() if isinstance(value, (int, float))},
+    }
+    if is_main_process():
+        path = output_dir / RUN_RECORD
+        path.write_text(json.dumps({"args": comparable(args), "record": record}, ensure_ascii=False, indent=2) + "\n",
+                        encoding="utf-8")
+    return record
+
+
+def loss_history(output_dir: Path) -> list[tuple[int, float]]:
+    """``[(step, training loss)]`` logged by the Trainer in ``trainer_state.json`` (empty when absent)."""
+    state = output_dir / "trainer_state.json"
+    if not state.is_file():
+        return []
+    history = json.loads(state.read_text(encoding="utf-8")).get("log_history", [])
+    return [(entry["step"], entry["loss"]) for entry in history if "loss" in entry and "step" in entry]
+
+
+class RunRecorder(TrainerCallback):
+    """Counts the training samples and their tokens when training begins, the optimizer steps at the end, and the
+    evaluation samples when it evaluates."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.tokens = 0
+        self.steps = 0
+        self.eval_samples = 0
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):  # noqa: ANN001
+        dataset = getattr(train_dataloader, "dataset", None)
+        if dataset is not None and "input_ids" in getattr(dataset, "column_names", []):
+            self.samples = len(dataset)
+            self.tokens = int(sum(len(ids) for ids in dataset["input_ids"]))
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.steps = state.global_step
+
+    def on_evaluate(self, args, state, control, eval_dataloader=None, **kwargs):  # noqa: ANN001
+        dataset = getattr(eval_dataloader, "dataset", None)
+        if dataset is not None:
+            self.eval_samples = len(dataset)

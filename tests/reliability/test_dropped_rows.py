@@ -1,0 +1,44 @@
+"""Samples that truncation leaves with nothing to train are dropped, counted, and named by number."""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+import pytest
+
+from llmtuner.data.converters import CONVERSATION_FEATURES
+from llmtuner.data.dataset import _tokenize
+from llmtuner.data.template import get_template
+from llmtuner.extras.errors import DatasetError
+from llmtuner.hparams import DataArguments
+
+
+def _conversations(*pairs: tuple[str, str]) -> datasets.Dataset:
+    return datasets.Dataset.from_dict(
+        {"messages": [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in pairs],
+         "system": [None] * len(pairs), "_dataset": ["demo"] * len(pairs)},
+        features=CONVERSATION_FEATURES,
+    )
+
+
+def test_over_long_samples_are_dropped_with_their_numbers(qwen_tokenizer, caplog):
+    long_prompt = "Please read this carefully. " * 200  # a long prompt and a long reply leave no room for the reply
+    long_reply = "This answer is far too long to fit. " * 5
+    rows = _conversations(("Hi", "Hello!"), (long_prompt, long_reply), ("2+2?", "4"), (long_prompt, long_reply))
+    logger = logging.getLogger("llmtuner")
+    logger.addHandler(caplog.handler)
+    try:
+        template = get_template("qwen", qwen_tokenizer)
+        kept = _tokenize(rows, "sft", template, qwen_tokenizer, DataArguments(cutoff_len=20))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert len(kept) == 2
+    assert ("Dropped 2 of 4 samples that had no trained token left after truncation to cutoff_len=20: samples 2, 4 "
+            "(demo) (raise cutoff_len to keep them).") in caplog.text
+
+
+def test_nothing_left_is_an_error(qwen_tokenizer):
+    rows = _conversations(("Hi", "Hello!"), ("2+2?", "4"))
+    with pytest.raises(DatasetError, match="No training sample is left after tokenisation"):
+        _tokenize(rows, "sft", get_template("qwen", qwen_tokenizer), qwen_tokenizer, DataArguments(cutoff_len=1))

@@ -1,0 +1,101 @@
+"""Every preset in configs/presets trains a couple of steps on the tiny model through the real entry points, and
+the launchers list the presets when given an unknown name."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from llmtuner.eval.forgetting import run_forgetting
+from llmtuner.train.tuner import run_exp
+
+REPO = Path(__file__).resolve().parents[2]
+PRESETS = REPO / "configs" / "presets"
+# Small and fast: the presets' own settings otherwise (LoRA shapes, data, templates, curriculum, quantization).
+QUICK = ["max_steps=2", "per_device_train_batch_size=1", "gradient_accumulation_steps=1", "cutoff_len=128",
+         "logging_steps=1", "per_device_eval_batch_size=4", "report_to=none"]
+
+
+def _run_preset(name: str, model: str, out: Path, *extra: str) -> dict:
+    return run_exp([str(PRESETS / f"{name}.yaml"), f"model_name_or_path={model}", f"output_dir={out}", *QUICK, *extra])
+
+
+def _launch(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHON": sys.executable,
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env}
+    full_env.pop("NPROC", None)
+    return subprocess.run(["bash", script, *args], cwd=REPO, env=full_env, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.mark.parametrize("preset", ["data_platform", "medical", "medical_qlora", "chinese_capability"])
+def test_lora_presets_train(preset, tiny_qwen2_dir, tmp_path):
+    out = tmp_path / preset
+    metrics = _run_preset(preset, tiny_qwen2_dir, out)
+    assert metrics["train_loss"] > 0 and "eval_loss" in metrics
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    expected = {"data_platform": (8, 32, 0.1), "medical": (16, 32, 0.05), "medical_qlora": (16, 32, 0.05),
+                "chinese_capability": (8, 16, 0.05)}[preset]
+    assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == expected
+    assert len(adapter["target_modules"]) == 7  # all linear layers of the decoder
+    weights = load_file(out / "adapter_model.safetensors")
+    assert any("lora_B" in key and tensor.abs().sum() > 0 for key, tensor in weights.items())
+    if preset == "medical_qlora":
+        assert "quantization_bit: 4" in (out / "run_args.yaml").read_text(encoding="utf-8")
+    if preset == "chinese_capability":  # the before/after forgetting check of the preset, on real C-Eval files
+        report_dir = tmp_path / "forgetting"
+        report = run_forgetting([str(PRESETS / "eval" / "chinese_capability_forgetting.yaml"),
+                                 f"model_name_or_path={tiny_qwen2_dir}", f"adapter_name_or_path={out}", "task=ceval",
+                                 f"task_dir={REPO.parent / 'shared' / 'benchmarks'}", "subjects=accountant",
+                                 "max_samples=4", "n_shot=1", "batch_size=4", f"save_dir={report_dir}"])
+        overall = report["tasks"]["ceval"]["overall"]
+        assert overall["total"] == 4 and overall["delta"] == pytest.approx(overall["after"] - overall["before"])
+        for name in ("forgetting.json", "forgetting.md", "radar.png"):
+            assert (report_dir / name).is_file(), name
+
+
+def test_risk_scoring_preset_runs_its_curriculum(tiny_qwen2_dir, tmp_path):
+    out = tmp_path / "risk"
+    summary = _run_preset("risk_scoring", tiny_qwen2_dir, out)
+    assert [(stage["name"], stage["status"], stage["steps"]) for stage in summary["stages"]] == [
+        ("basic_scoring", "trained", 2), ("intermediate_scoring", "trained", 2), ("full_scoring", "trained", 2)]
+    # 8 training companies (2 held out): 30%, 60% and all of them, one multi-dimension prompt each
+    assert [stage["samples"] for stage in summary["stages"]] == [2, 5, 8]
+    assert json.loads((out / "stage_3_full_scoring" / "adapter_config.json").read_text())["r"] == 64
+    assert (out / "curriculum_loss.png").is_file() and (out / "curriculum_summary.json").is_file()
+
+
+def test_full_tuning_preset_with_deepspeed_through_run_sft_sh(tiny_qwen2_dir, tmp_path):
+    out = tmp_path / "full"
+    result = _launch("run_sft.sh", "medical_full", f"model_name_or_path={tiny_qwen2_dir}", f"output_dir={out}", *QUICK)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"+ {sys.executable} src/train_bash.py {PRESETS / 'medical_full.yaml'} " in result.stdout
+    assert "deepspeed: configs/deepspeed/ds_z3.json" in (out / "run_args.yaml").read_text(encoding="utf-8")
+    assert (out / "model.safetensors").is_file() and f"Saved model to {out}" in result.stdout
+
+
+def test_pt_preset_through_run_pt_sh(tiny_qwen2_dir, tmp_path):
+    out = tmp_path / "pt"
+    result = _launch("run_pt.sh", "medical", f"model_name_or_path={tiny_qwen2_dir}", f"output_dir={out}", *QUICK)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"src/train_bash.py {PRESETS / 'medical_pt.yaml'} " in result.stdout
+    assert "stage: pt" in (out / "run_args.yaml").read_text(encoding="utf-8")
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_unknown_preset_lists_the_presets():
+    result = _launch("run_sft.sh", "medicl")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: unknown preset 'medicl' for stage sft (no {PRESETS / 'medicl.yaml'}).",
+        "hint: available presets: chinese_capability data_platform medical medical_full medical_qlora risk_scoring; "
+        "or pass a path to a YAML config.",
+    ]
+    result = _launch("run_pt.sh", "nosuch")
+    assert result.returncode == 2 and "hint: available presets: medical;" in result.stderr
