@@ -6,8 +6,9 @@ the order of checks before issue 8 (all arguments parsed by transformers first, 
 
 For each case and side, in a fresh process: wall seconds and CPU seconds (user + system of the process) until it
 exits with the error. ``now`` is ``python src/train_bash.py <config>``; ``before`` runs get_train_args (which
-imports transformers, torch and peft) and then the preflight checks, as run_exp did. Cases that read data files
-load the tokenizer either way (marked ``needs torch``). Prints a table; writes JSON (default bench/fail_fast.json).
+imports transformers, torch and peft) and then the preflight checks, as run_exp did. Cases marked ``needs torch``
+(data contents, TrainingArguments values) are found after the tokenizer loads, as before: they have no ``before``
+column. Prints a table; writes JSON (default bench/fail_fast.json).
 """
 
 from __future__ import annotations
@@ -94,29 +95,34 @@ def main(argv: list[str] | None = None) -> int:
                 config = os.path.join(tmp, f"{case['id']}.yaml")
                 Path(config).write_text(yaml.safe_dump(_fill(case["config"], placeholders)), encoding="utf-8")
             argv_tail = [config, *case.get("args", [])]
-            sides = {"now": [sys.executable, "src/train_bash.py", *argv_tail],
-                     "before": [sys.executable, "-c", BEFORE, *argv_tail]}
             row = {"case": case["id"], "needs_torch": bool(case.get("needs_torch"))}
+            sides = {"now": [sys.executable, "src/train_bash.py", *argv_tail]}
+            if not row["needs_torch"]:
+                sides["before"] = [sys.executable, "-c", BEFORE, *argv_tail]
             for side, command in sides.items():
                 runs = [_timed(command, case.get("hide", [])) for _ in range(args.repeats)]
                 row[f"{side}_wall_s"] = round(statistics.median(run[0] for run in runs), 3)
                 row[f"{side}_cpu_s"] = round(statistics.median(run[1] for run in runs), 3)
                 row[f"{side}_exit"] = runs[-1][2]
             rows.append(row)
+            before = (f"before {row['before_wall_s']:6.2f} s wall {row['before_cpu_s']:6.2f} s CPU"
+                      if "before_cpu_s" in row else "")
             print(f"{case['id']:<42}{'needs torch' if row['needs_torch'] else '':<13}"
-                  f"now {row['now_wall_s']:6.2f} s wall {row['now_cpu_s']:6.2f} s CPU   "
-                  f"before {row['before_wall_s']:6.2f} s wall {row['before_cpu_s']:6.2f} s CPU", flush=True)
+                  f"now {row['now_wall_s']:6.2f} s wall {row['now_cpu_s']:6.2f} s CPU   {before}", flush=True)
 
     summary = {}
     for group, members in (("fails before torch", [r for r in rows if not r["needs_torch"]]),
                            ("needs torch", [r for r in rows if r["needs_torch"]])):
         if members:
-            summary[group] = {f"{side}_{unit}_median": statistics.median(r[f"{side}_{unit}"] for r in members)
-                              for side in ("now", "before") for unit in ("wall_s", "cpu_s")} | {"cases": len(members)}
+            summary[group] = {"cases": len(members)} | {
+                f"{side}_{unit}_median": statistics.median(r[f"{side}_{unit}"] for r in members)
+                for side in ("now", "before") for unit in ("wall_s", "cpu_s") if f"{side}_{unit}" in members[0]}
     print("\nmedian per case        cases   now wall   now CPU   before wall   before CPU")
     for group, values in summary.items():
+        before = (f"{values['before_wall_s_median']:>14.2f}{values['before_cpu_s_median']:>13.2f}"
+                  if "before_cpu_s_median" in values else f"{'-':>14}{'-':>13}")
         print(f"{group:<22}{values['cases']:>6}{values['now_wall_s_median']:>10.2f}{values['now_cpu_s_median']:>10.2f}"
-              f"{values['before_wall_s_median']:>14.2f}{values['before_cpu_s_median']:>13.2f}")
+              + before)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cases": rows, "summary": summary, "cpu_count": os.cpu_count(),

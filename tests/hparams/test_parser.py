@@ -371,3 +371,11 @@ def test_infer_args_refuse_unknown_and_training_keys():
     )
     with pytest.raises(ConfigError, match="model_name_or_path is not set."):
         get_infer_args({"template": "qwen"})
+
+
+def test_yaml_one_one_boolean_words_stay_text_on_the_command_line():
+    from llmtuner.hparams.parser import read_args
+
+    assert read_args(["save_strategy=no", "do_train=true", "bf16=False"]) == {
+        "save_strategy": "no", "do_train": True, "bf16": False,
+    }

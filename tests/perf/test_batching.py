@@ -128,3 +128,36 @@ def test_preprocessing_is_cached_by_datasets(tiny_qwen2_dir, repo_root, tmp_path
     assert first._fingerprint == second._fingerprint
     assert first.cache_files and first.cache_files == second.cache_files
     assert ("position_ids" in first.column_names) == packing
+
+
+def test_tokenise_cache_key_follows_the_tokenizer_without_pickling_it(tiny_qwen2_dir, monkeypatch):
+    """datasets would pickle the 151k-token tokenizer (seconds, every run) to fingerprint the tokenising map."""
+    from functools import partial
+
+    from datasets import Dataset
+    from datasets.fingerprint import Hasher
+    from transformers import AutoTokenizer
+
+    from llmtuner.data.dataset import _tokenize_fingerprint
+    from llmtuner.data.preprocess.supervised import preprocess_supervised_dataset
+    from llmtuner.data.template import get_template
+    from llmtuner.hparams import DataArguments
+
+    hashed = []
+    original = Hasher.hash
+    monkeypatch.setattr(Hasher, "hash", classmethod(lambda cls, value: hashed.append(value) or original(value)))
+    rows = Dataset.from_dict({"messages": [[]], "system": [None]})
+
+    def key(tokenizer, **data) -> str:
+        fn = partial(preprocess_supervised_dataset, template=get_template("qwen", tokenizer), tokenizer=tokenizer,
+                     data_args=DataArguments(**data))
+        return _tokenize_fingerprint(rows, fn, tokenizer)
+
+    first, again = AutoTokenizer.from_pretrained(tiny_qwen2_dir), AutoTokenizer.from_pretrained(tiny_qwen2_dir)
+    assert key(first) == key(again)  # the same tokenizer files give the same key: the cache is found
+    assert key(first, cutoff_len=64) != key(first)  # and any data argument changes it
+    again.add_special_tokens({"extra_special_tokens": ["<ctx>"]}, replace_extra_special_tokens=False)
+    assert key(again) != key(first)  # as does any change of the tokenizer
+    parts = [part for value in hashed for part in (value if isinstance(value, list) else [value])]
+    parts += [item for part in parts if isinstance(part, dict) for item in part.values()]
+    assert hashed and not any(part is first or part is again for part in parts)

@@ -217,6 +217,8 @@ def _parse_cli_value(text: str) -> Any:
         return text  # "#1 rule" would otherwise read as a YAML comment
     if isinstance(value, (datetime.date, datetime.datetime)):
         return text
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text  # YAML 1.1 reads no/off/yes/on as booleans; save_strategy=no means the string "no"
     return value
 
 
