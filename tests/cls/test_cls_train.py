@@ -65,8 +65,10 @@ def test_reloaded_adapter_gives_the_trained_probabilities(lora_run, tiny_bert_di
         assert result["predicted_label"] == max(result["probabilities"], key=result["probabilities"].get)
 
     # A bare question gets the training instruction in front: the same probabilities as the full training text.
+    # (Alone vs in a padded batch the float sums differ in the last bits, hence the tolerance.)
     bare = classifier.predict(TYPE_ROWS[0]["input"])
-    assert bare == results[0]
+    assert bare["predicted_label"] == results[0]["predicted_label"]
+    assert bare["probabilities"] == pytest.approx(results[0]["probabilities"], abs=1e-6)
     # Training accuracy, recomputed from the reloaded model, is what the run reported.
     predictions = classifier.predict_batch([row["input"] for row in TYPE_ROWS])
     correct = sum(p["predicted_label"] == row["output"] for p, row in zip(predictions, TYPE_ROWS))
