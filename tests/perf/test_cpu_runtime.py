@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 # Allocates and frees a 256 MiB tensor 22 times and reports the minor page faults of the last 20.
 _PROBE = """
