@@ -74,3 +74,19 @@ def llmtuner_logs(caplog):
     caplog.set_level(logging.INFO, logger="llmtuner")
     yield caplog
     root.removeHandler(caplog.handler)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment():
+    """Each test leaves os.environ as it found it.
+
+    `setup_process(uses_deepspeed=True)` writes the single-process rendezvous variables (WORLD_SIZE=1,
+    MASTER_PORT=...) straight into os.environ, which monkeypatch.delenv does not undo for a variable that was
+    unset before. Leaked, every later subprocess inherited WORLD_SIZE and opened a process group on that port.
+    """
+    import os
+
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
