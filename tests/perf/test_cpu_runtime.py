@@ -8,39 +8,67 @@ import subprocess
 import sys
 
 
-# Allocates and frees a 256 MiB tensor 22 times and reports the minor page faults of the last 20.
-_PROBE = """
-import json, resource, sys, torch
-from llmtuner.extras.cpu_runtime import keep_freed_memory, set_torch_threads
-applied = keep_freed_memory() if sys.argv[1] == "tune" else False
+# Threads as llmtuner sets them, next to what torch then reports.
+_THREADS_PROBE = """
+import json, torch
+from llmtuner.extras.cpu_runtime import set_torch_threads
 threads = set_torch_threads()
-for _ in range(2):
-    torch.ones(64 * 2**20).sum()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):
-    torch.ones(64 * 2**20).sum()
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"applied": applied, "faults": faults, "threads": threads, "torch": torch.get_num_threads()}))
+print(json.dumps({"threads": threads, "torch": torch.get_num_threads()}))
+"""
+
+# Frees a 96 MiB block (above glibc's largest dynamic mmap threshold, 32 MiB) and reports how much free memory
+# the main malloc arena then holds: the block itself when it was served from the heap and kept, ~0 when it was an
+# mmap handed back to the kernel (which the next step would page-fault in again, 4 KiB at a time).
+_MALLOC_PROBE = """
+import ctypes, json, sys
+from llmtuner.extras.cpu_runtime import keep_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+applied = keep_freed_memory()
+mmapped_before = libc.mallinfo2().hblkhd
+block = libc.malloc(96 * 2**20)
+ctypes.memset(block, 1, 96 * 2**20)
+mmapped_while_alive = libc.mallinfo2().hblkhd - mmapped_before
+libc.free(block)
+print(json.dumps({"applied": applied, "mmapped_while_alive": mmapped_while_alive,
+                  "kept_after_free": libc.mallinfo2().fordblks}))
 """
 
 
-def _probe(mode: str, **env: str) -> dict:
+def _probe(script: str, **env: str) -> dict:
     clean = {key: value for key, value in os.environ.items()
              if not key.startswith("MALLOC_") and key not in ("OMP_NUM_THREADS", "LLMTUNER_MALLOC_TUNING")}
-    done = subprocess.run([sys.executable, "-c", _PROBE, mode], env={**clean, **env}, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", script], env={**clean, **env}, capture_output=True,
                           text=True, timeout=300, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def test_malloc_tuning_keeps_a_freed_large_block_in_the_heap():
+    tuned = _probe(_MALLOC_PROBE)
+    assert tuned["applied"] and tuned["mmapped_while_alive"] == 0
+    assert tuned["kept_after_free"] >= 96 * 2**20
+    plain = _probe(_MALLOC_PROBE, LLMTUNER_MALLOC_TUNING="0")
+    assert not plain["applied"] and plain["mmapped_while_alive"] >= 96 * 2**20
+    assert plain["kept_after_free"] < 96 * 2**20
+
+
 def test_malloc_tuning_respects_the_users_choice():
-    assert not _probe("tune", MALLOC_ARENA_MAX="2")["applied"]
-    assert not _probe("tune", LLMTUNER_MALLOC_TUNING="0")["applied"]
+    assert not _probe(_MALLOC_PROBE, MALLOC_ARENA_MAX="2")["applied"]
+    assert not _probe(_MALLOC_PROBE, LLMTUNER_MALLOC_TUNING="0")["applied"]
 
 
 def test_torch_threads_follow_usable_cores_unless_omp_num_threads_is_set():
     from llmtuner.extras.cpu_runtime import cpu_threads
 
-    default = _probe("plain")
+    default = _probe(_THREADS_PROBE)
     assert default["threads"] == default["torch"] == cpu_threads()
     assert 1 <= cpu_threads() <= len(os.sched_getaffinity(0))
-    assert _probe("plain", OMP_NUM_THREADS="1")["torch"] == 1
+    assert _probe(_THREADS_PROBE, OMP_NUM_THREADS="1")["torch"] == 1
