@@ -7,6 +7,9 @@ Measured, each in fresh processes (medians of ``--repeats``):
 - ``llmtuner --help`` and ``llmtuner version`` wall time (neither may import torch);
 - a 1-step LoRA sft run through ``llmtuner train``: wall time minus the Trainer's own ``train_runtime``, with a
   cold datasets cache (first run: tokenising) and a warm one (later runs: the Arrow cache is read);
+- the same 1-step job through a plain transformers Trainer + PEFT script (``bench_train.py``'s baseline, no
+  llmtuner code), side by side: the part of the overhead every Trainer-based tool pays;
+- how long importing ``transformers.Trainer`` and ``peft`` alone takes in a bare interpreter (the floor);
 - where a warm run's time goes, phase by phase, timed inside one process that calls the same functions as
   ``run_exp``: imports, argument parsing, tokenizer + template, dataset, model, Trainer, the step, saving;
 - what datasets' default fingerprinting would spend pickling the tokenizer on every run, which llmtuner's own
@@ -63,6 +66,37 @@ def one_step_overhead(model_dir: str, work: Path, env: dict, repeats: int) -> di
     warm = runs[1:]
     return {"cold": runs[0], "warm_median_overhead_s": statistics.median(r["overhead_s"] for r in warm),
             "warm_median_wall_s": statistics.median(r["wall_s"] for r in warm), "warm_runs": warm}
+
+
+def baseline_step(model_dir: str, output_dir: str, result_file: str) -> None:
+    """One LoRA step of bench_train.py's plain Trainer + PEFT baseline; writes its train_runtime."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_train import build_baseline
+
+    job = {"side": "baseline", "model_dir": model_dir, "method": "lora", "synthetic": False, "batch": 4,
+           "cutoff_len": 512, "warmup": 0, "steps": 1, "device": "cpu", "output_dir": output_dir}
+    trainer = build_baseline(job)
+    runtime = trainer.train().metrics["train_runtime"]
+    trainer.save_model()
+    Path(result_file).write_text(json.dumps({"train_runtime_s": runtime}), encoding="utf-8")
+
+
+def baseline_overhead(model_dir: str, work: Path, env: dict, repeats: int) -> dict:
+    """Wall minus train_runtime of the plain baseline's 1-step run, median of ``repeats``."""
+    runs = []
+    for index in range(repeats):
+        result_file = work / f"baseline{index}.json"
+        wall, _ = timed([sys.executable, __file__, "--baseline_step", model_dir, str(work / "baseline-out"),
+                         str(result_file)], env)
+        train = json.loads(result_file.read_text(encoding="utf-8"))["train_runtime_s"]
+        runs.append({"wall_s": wall, "train_runtime_s": train, "overhead_s": wall - train})
+    return {"median_overhead_s": statistics.median(r["overhead_s"] for r in runs), "runs": runs}
+
+
+def import_floor(env: dict, repeats: int) -> float:
+    """Seconds a bare interpreter takes to import transformers.Trainer and peft."""
+    code = "import peft, transformers; transformers.Trainer"
+    return statistics.median(timed([sys.executable, "-c", code], env)[0] for _ in range(repeats))
 
 
 def phases(model_dir: str, output_dir: str, result_file: str) -> None:
@@ -136,9 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "bench" / "overhead.json"))
     parser.add_argument("--phases", nargs=3, metavar=("MODEL_DIR", "OUTPUT_DIR", "RESULT"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline_step", nargs=3, metavar=("MODEL_DIR", "OUTPUT_DIR", "RESULT"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phases:
         phases(*args.phases)
+        return 0
+    if args.baseline_step:
+        baseline_step(*args.baseline_step)
         return 0
     if args.repeats < 1:
         print("error: --repeats must be at least 1.\nhint: --repeats 5", file=sys.stderr)
@@ -151,11 +190,15 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = make_tiny_model("qwen2", str(work / "tiny"))
         from tqdm import tqdm
 
-        with tqdm(total=4, desc="overhead") as bar:
+        with tqdm(total=6, desc="overhead") as bar:
             help_s = cli_seconds(["--help"], env, args.repeats)
             version_s = cli_seconds(["version"], env, args.repeats)
             bar.update()
             one_step = one_step_overhead(model_dir, work, env, args.repeats)
+            bar.update()
+            baseline = baseline_overhead(model_dir, work, env, args.repeats)
+            bar.update()
+            floor_s = import_floor(env, args.repeats)
             bar.update()
             breakdown = []
             for index in range(args.repeats):
@@ -175,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'llmtuner version':<52} {version_s:>8.2f}")
     print(f"{'1-step run, cold datasets cache: wall - train_runtime':<52} {one_step['cold']['overhead_s']:>8.2f}")
     print(f"{'1-step run, warm datasets cache: wall - train_runtime':<52} {one_step['warm_median_overhead_s']:>8.2f}")
+    print(f"{'plain Trainer + PEFT 1-step run: wall - train_runtime':<52} {baseline['median_overhead_s']:>8.2f}")
+    print(f"{'bare import of transformers.Trainer + peft':<52} {floor_s:>8.2f}")
     print("warm run, phase by phase (in one process):")
     for name, seconds in phase_medians.items():
         print(f"  {name:<50} {seconds:>8.2f}")
@@ -184,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "cpu_count": os.cpu_count(),
             "load_average": os.getloadavg(), "repeats": args.repeats}
     out.write_text(json.dumps({"meta": meta, "help_s": help_s, "version_s": version_s, "one_step": one_step,
+                               "baseline_one_step": baseline, "import_floor_s": floor_s,
                                "phases_s": phase_medians, "tokenizer_pickle_avoided_s": avoided,
                                "phase_runs": breakdown}, indent=2) + "\n", encoding="utf-8")
     plot(phase_medians, out.with_suffix(".png"))

@@ -19,12 +19,15 @@ neither memory peaks nor process-wide settings (threads, malloc) leak from one j
 - ``ours``: llmtuner's sft path (get_dataset, load_model, build_trainer, the CPU runtime settings of run_exp),
   same batch;
 - ``ours packed``: the same with ``packing: true`` (rows of cutoff_len 512 tokens, batch 1);
+- ``ours no malloc tuning``: ``ours`` with ``LLMTUNER_MALLOC_TUNING=0`` (see extras/cpu_runtime.py), CPU only, to
+  show how much of the unpacked gap is the allocator (``--skip_ablation`` leaves it out);
 - ``mfu`` jobs: ``small``, full tuning, random tokens, batch 8 x 128 (the issue's MFU yardstick), both sides.
 Data: the built-in sample sft data (``sft_demo_zh_en``, 82 conversations).
 
-Measured over the steps after the warm-up ones: real tokens/s (tokens of samples, no padding), total tokens/s
-(what the model processed, padding included), padding efficiency (real / total), real tokens per CPU second (the
-steadier number on a shared machine), peak RSS of the job's process, and MFU = model FLOPs per token x total
+Measured over the steps after the warm-up ones, as the rate of the median step (a burst of load from other
+processes on a shared machine moves it least): real tokens/s (tokens of samples, no padding), total tokens/s (what
+the model processed, padding included), real tokens per CPU second; padding efficiency (real / total over all
+timed steps), peak RSS of the job's process, and MFU = model FLOPs per token x total
 tokens/s / the matmul peak. Model FLOPs per token: 6 N for full tuning, 4 N + 6 N_lora for LoRA (forward 2 N,
 input gradients 2 N, weight gradients only for the adapters), N = weights of the linear layers and the output head
 (the embedding lookup costs no multiply-adds; attention scores are left out, < 3% here). The peak is the median of
@@ -55,6 +58,8 @@ SMALL_DIMS = {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers"
 SMALL_TOKENIZER_CORPORA = ("data/sft_demo.json", "data/pt_demo.jsonl", "../shared/corpora/alpaca_zh_demo.json")
 DATASET, TEMPLATE, LR, LORA_RANK = "sft_demo_zh_en", "qwen", 1e-4, 8
 SIDES = ("baseline", "ours", "ours_packed")
+# `ours` with LLMTUNER_MALLOC_TUNING=0: how much of ours / baseline unpacked is the allocator setting
+ABLATION = "ours_no_malloc_tuning"
 
 
 # ---------------------------------------------------------------- the job that runs in its own process
@@ -92,20 +97,28 @@ def run_job(job: dict, result_file: str) -> None:
     peak_after = matmul_peak(gpu)
 
     warmup, steps, ga = job["warmup"], job["steps"], trainer.args.gradient_accumulation_steps
-    timed = counts[warmup * ga : (warmup + steps) * ga]
-    (wall0, cpu0), (wall1, cpu1) = marks[warmup], marks[warmup + steps]
-    real, total, trained = (sum(column) for column in zip(*timed))
-    seconds = wall1 - wall0
+    per_step = []  # (real, total, trained tokens, wall s, CPU s) of each timed step
+    for step in range(warmup + 1, warmup + steps + 1):
+        tokens = [sum(column) for column in zip(*counts[(step - 1) * ga : step * ga])]
+        per_step.append((*tokens, marks[step][0] - marks[step - 1][0], marks[step][1] - marks[step - 1][1]))
+    real, total, trained, seconds, cpu_seconds = (sum(column) for column in zip(*per_step))
     peak = max(peak_before, peak_after)
     flops_per_token = model_flops_per_token(trainer.model, job["method"])
+
+    def median_rate(column: int, clock: int = 3) -> float:
+        """Tokens per second of the median step: a burst of load from other processes moves it least."""
+        return statistics.median(step[column] / step[clock] for step in per_step)
+
     result = {
         **job,
-        "real_tokens_per_s": real / seconds, "total_tokens_per_s": total / seconds,
-        "trained_tokens_per_s": trained / seconds, "padding_efficiency": real / total,
-        "real_tokens_per_cpu_s": real / (cpu1 - cpu0), "seconds": seconds,
+        "real_tokens_per_s": median_rate(0), "total_tokens_per_s": median_rate(1),
+        "trained_tokens_per_s": median_rate(2), "padding_efficiency": real / total,
+        "real_tokens_per_s_mean": real / seconds, "real_tokens_per_cpu_s": median_rate(0, clock=4),
+        "seconds": seconds, "cpu_seconds": cpu_seconds,
+        "step_seconds": [round(step[3], 3) for step in per_step],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "matmul_peak_gflops": peak / 1e9, "flops_per_token": flops_per_token,
-        "mfu": flops_per_token * total / seconds / peak, "threads": torch.get_num_threads(),
+        "mfu": flops_per_token * median_rate(1) / peak, "threads": torch.get_num_threads(),
         "device_name": torch.cuda.get_device_name() if gpu else "cpu",
     }
     if gpu:
@@ -287,7 +300,7 @@ def plan_jobs(args: argparse.Namespace, models: dict[str, dict], device: str) ->
     jobs = []
     for model in args.models:
         for method in args.methods:
-            for side in SIDES:
+            for side in SIDES + (() if args.skip_ablation or device != "cpu" else (ABLATION,)):
                 packed = side == "ours_packed"
                 jobs.append({"model": model, "method": method, "side": side, "synthetic": False,
                              "batch": args.packed_batch if packed else args.batch,
@@ -310,6 +323,8 @@ def run_in_child(job: dict, work: Path, index: int) -> dict:
     job = {**job, "output_dir": str(work / f"out{index}")}
     cmd = [sys.executable, __file__, "--job", json.dumps(job), str(result_file)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if job["side"] == ABLATION:
+        env["LLMTUNER_MALLOC_TUNING"] = "0"
     with open(log_file, "w", encoding="utf-8") as log:
         code = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     if code != 0 or not result_file.is_file():
@@ -357,13 +372,14 @@ def plot(results: list[dict], path: Path) -> None:
     groups = sorted({(r["model"], r["method"]) for r in results if not r["synthetic"]})
     if not groups:
         return
-    width = 0.8 / len(SIDES)
+    sides = [side for side in (*SIDES, ABLATION) if any(r["side"] == side for r in results)]
+    width = 0.8 / len(sides)
     figure, axis = plt.subplots(figsize=(2 + 2.2 * len(groups), 4))
-    for offset, side in enumerate(SIDES):
+    for offset, side in enumerate(sides):
         values = [next((r["real_tokens_per_s"] for r in results if (r["model"], r["method"]) == group
                         and r["side"] == side and not r["synthetic"]), 0) for group in groups]
         axis.bar([i + offset * width for i in range(len(groups))], values, width, label=side.replace("_", " "))
-    axis.set_xticks([i + width for i in range(len(groups))], [f"{m} {t}" for m, t in groups])
+    axis.set_xticks([i + width * (len(sides) - 1) / 2 for i in range(len(groups))], [f"{m} {t}" for m, t in groups])
     axis.set_ylabel("real (non-padding) tokens / s")
     axis.set_title("training throughput, llmtuner vs plain Trainer + PEFT")
     axis.legend()
@@ -383,6 +399,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--packed_batch", type=int, default=1, help="packed rows per step")
     parser.add_argument("--cutoff_len", type=int, default=512)
     parser.add_argument("--skip_mfu", action="store_true", help="leave out the synthetic MFU jobs")
+    parser.add_argument("--skip_ablation", action="store_true", help="leave out the no-malloc-tuning jobs")
     parser.add_argument("--gpu", action="store_true", help="CUDA, bf16, the Qwen2.5-0.5B-shaped model")
     parser.add_argument("--out", default=str(ROOT / "bench" / "train.json"))
     parser.add_argument("--job", nargs=2, metavar=("JOB_JSON", "RESULT_FILE"), help=argparse.SUPPRESS)
