@@ -120,6 +120,61 @@ def test_task_scorers_must_name_tasks_of_the_file():
     assert "'问 答'" in info.value.message and "问答, 文件名提取" in info.value.hint
 
 
+# ---- the prompt: plain or task-tagged, exactly as training built it ----
+
+def _training_user_turns(registry_name: str, repo_root: Path) -> list[str]:
+    from llmtuner.data.loader import load_conversations
+    from llmtuner.hparams.data_args import DataArguments
+
+    data_args = DataArguments(dataset=registry_name, dataset_dir=str(repo_root / "data"))
+    rows = load_conversations([registry_name], data_args, stage="sft")
+    return [row["messages"][-2]["content"] for row in rows]
+
+
+@pytest.mark.parametrize(("registry_name", "tagged"), [("data_platform_test", False),
+                                                       ("data_platform_tagged_test", True)])
+def test_test_prompts_equal_the_training_prompts_of_the_same_rows(repo_root, registry_name, tagged):
+    rows = load_test_rows(str(repo_root / "data" / "data_platform" / "test.json"))
+    assert [row.messages(tagged)[0]["content"] for row in rows] == _training_user_turns(registry_name, repo_root)
+
+
+def test_tagged_prompt_names_the_task():
+    row = TaskRow("文件名提取", "提取文件名", "打开 a.py", "a.py")
+    assert row.messages(tagged=True) == [{"role": "user", "content": "任务: 文件名提取\n输入: 提取文件名\n打开 a.py"}]
+    assert row.messages() == [{"role": "user", "content": "提取文件名\n打开 a.py"}]
+
+
+def _run_args(folder: Path, **recorded) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run_args.yaml").write_text(yaml.safe_dump(recorded), encoding="utf-8")
+    return folder
+
+
+def test_auto_task_prompt_follows_the_training_run(repo_root, tmp_path):
+    from llmtuner.chat.task_test import uses_task_tags
+    from llmtuner.hparams.model_args import ModelArguments
+
+    data = str(repo_root / "data")
+    tagged = _run_args(tmp_path / "tagged", dataset="data_platform_tagged", dataset_dir=data)
+    plain = _run_args(tmp_path / "plain", dataset="data_platform_train", dataset_dir=data)
+    mixed = _run_args(tmp_path / "mixed", dataset=["sft_demo_zh_en", "data_platform_tagged"], dataset_dir=data)
+    unreadable = _run_args(tmp_path / "unreadable", dataset="no_such_entry", dataset_dir=data)
+    test_args = TaskTestArguments(test_file="t.json")
+
+    def auto(adapter: Path) -> bool:
+        return uses_task_tags(test_args, ModelArguments(model_name_or_path=str(tmp_path / "base"),
+                                                         adapter_name_or_path=f"{plain},{adapter}"))
+
+    assert (auto(tagged), auto(plain), auto(mixed), auto(unreadable), auto(tmp_path / "none")) == (
+        True, False, True, False, False)
+    assert uses_task_tags(TaskTestArguments(test_file="t.json", task_prompt="tagged"),
+                          ModelArguments(model_name_or_path=str(plain))) is True
+    assert uses_task_tags(TaskTestArguments(test_file="t.json", task_prompt="plain"),
+                          ModelArguments(model_name_or_path=str(tagged))) is False
+    with pytest.raises(ConfigError, match="task_prompt='tags' is not a valid value"):
+        TaskTestArguments(test_file="t.json", task_prompt="tags")
+
+
 def test_unknown_mode_is_a_clear_error(capsys):
     assert main(["test", "model_name_or_path=m", "test_file=t.json", "--mode", "acuracy"]) == 2
     assert capsys.readouterr().err.splitlines() == [

@@ -2,7 +2,10 @@
 
 The test file holds rows ``{"instruction", "input", "output", "task"}`` (``system`` optional), the layout the
 data-platform users train on. The prompt of a row is exactly its training prompt: instruction and input joined by a
-newline as one user turn (as ``data/converters.py`` does for alpaca rows), rendered by the chat template.
+newline as one user turn (as ``data/converters.py`` does for alpaca rows), rendered by the chat template; for a
+model trained on task-tagged data (a registry entry with ``"task_tag"``) that turn is ``任务: <task>\n输入: ...``.
+``task_prompt: auto`` (the default) reads which of the two the model learned from the ``run_args.yaml`` its
+training run left in the adapter (or model) folder; ``plain`` / ``tagged`` choose.
 
 Modes:
 - comprehensive: every row, printed grouped by task with input, expected and predicted output and its score;
@@ -26,10 +29,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO, Union
 
-from ..extras.errors import ConfigError, DatasetError
+from ..extras.constants import RUN_ARGS_FILE, TASK_PROMPT
+from ..extras.errors import ConfigError, DatasetError, LlmtunerError
 from ..extras.logging import get_logger
 
 if TYPE_CHECKING:
+    from ..hparams.model_args import ModelArguments
     from ..hparams.task_test_args import TaskTestArguments
     from .engine import ChatEngine
 
@@ -48,9 +53,13 @@ class TaskRow:
     expected: str
     system: Optional[str] = None
 
-    def messages(self) -> list[dict[str, str]]:
-        """The training prompt: instruction and input joined by a newline, one user turn."""
-        return [{"role": "user", "content": "\n".join(part for part in (self.instruction, self.input) if part)}]
+    def messages(self, tagged: bool = False) -> list[dict[str, str]]:
+        """The training prompt: instruction and input joined by a newline, one user turn; with ``tagged``, inside
+        the task-tagged prompt, as data/converters.py builds it for an entry with "task_tag"."""
+        content = "\n".join(part for part in (self.instruction, self.input) if part)
+        if tagged:
+            content = TASK_PROMPT.format(task=self.task, input=content)
+        return [{"role": "user", "content": content}]
 
 
 @dataclass(frozen=True)
@@ -207,9 +216,10 @@ def run_task_test(args: Union[dict[str, Any], list[str], None] = None) -> int:
 
     from .engine import ChatEngine
 
+    tagged = uses_task_tags(test_args, model_args)
     engine = ChatEngine.from_parsed(model_args, data_args, finetuning_args, generating_args)
     if mode != "interactive":
-        results = generate_and_score(engine, rows, scorers, test_args.batch_size)
+        results = generate_and_score(engine, rows, scorers, test_args.batch_size, tagged)
         if mode in ("comprehensive", "all"):
             print_comprehensive(results, scorers)
         if mode in ("accuracy", "all"):
@@ -217,15 +227,44 @@ def run_task_test(args: Union[dict[str, Any], list[str], None] = None) -> int:
             print(markdown_table(summary))
             write_results(test_args, summary, results, _run_info(model_args, data_args, generating_args))
     if mode == "interactive" or (mode == "all" and sys.stdin.isatty()):
-        interactive(engine, rows)
+        interactive(engine, rows, tagged=tagged)
     elif mode == "all":
         print("Interactive mode skipped: standard input is not a terminal.")
     return 0
 
 
+def uses_task_tags(test_args: "TaskTestArguments", model_args: "ModelArguments") -> bool:
+    """Whether prompts take the task-tagged form: ``task_prompt`` when set, else what the training run recorded
+    (any of its datasets registered with "task_tag") in the run_args.yaml of the last adapter or the model."""
+    if test_args.task_prompt != "auto":
+        return test_args.task_prompt == "tagged"
+    import yaml
+
+    from ..data.registry import get_dataset_specs
+    from ..hparams.validation import split_list
+
+    folder = (model_args.adapter_name_or_path or [model_args.model_name_or_path])[-1]
+    path = Path(folder) / RUN_ARGS_FILE
+    if not path.is_file():
+        logger.info(f"task_prompt: auto found no {path}, so prompts are plain (instruction + input); set "
+                    "task_prompt: tagged for a model trained on task-tagged data.")
+        return False
+    try:
+        recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        specs = get_dataset_specs(split_list(recorded.get("dataset")) or [], recorded.get("dataset_dir") or "data")
+    except (OSError, yaml.YAMLError, LlmtunerError) as error:
+        logger.warning(f"task_prompt: auto could not read the training datasets from {path} ({error}); prompts "
+                       "are plain. Set task_prompt: tagged or plain to choose.")
+        return False
+    tagged = any(spec.columns.task for spec in specs)
+    logger.info(f"task_prompt: auto -> {'tagged' if tagged else 'plain'}: the model was trained on "
+                f"{', '.join(spec.name for spec in specs)} ({path}).")
+    return tagged
+
+
 def generate_and_score(engine: "ChatEngine", rows: list[TaskRow], scorers: dict[str, str],
-                       batch_size: int) -> list[RowResult]:
-    prompts = [engine.encode(row.messages(), row.system) for row in rows]
+                       batch_size: int, tagged: bool = False) -> list[RowResult]:
+    prompts = [engine.encode(row.messages(tagged), row.system) for row in rows]
     responses = engine.generate_many(prompts, batch_size, desc="Testing")
     return score_rows(rows, [response.text for response in responses], scorers)
 
@@ -280,7 +319,7 @@ def _run_info(model_args: Any, data_args: Any, generating_args: Any) -> dict[str
 
 
 def interactive(engine: "ChatEngine", rows: list[TaskRow], stdin: Optional[TextIO] = None,
-                stdout: Optional[TextIO] = None) -> None:
+                stdout: Optional[TextIO] = None, tagged: bool = False) -> None:
     """Ask for a task (number or name) and an input, print the answer; an empty task or ``exit`` quits."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     first_row = {}
@@ -301,7 +340,7 @@ def interactive(engine: "ChatEngine", rows: list[TaskRow], stdin: Optional[TextI
             break
         template_row = first_row[task]
         row = TaskRow(task, template_row.instruction, text, "", template_row.system)
-        answer = engine.chat(row.messages(), row.system).text
+        answer = engine.chat(row.messages(tagged), row.system).text
         print(f"Answer: {answer}", file=stdout, flush=True)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import datasets
 
+from ..extras.constants import TASK_PROMPT
 from ..extras.errors import ConfigError, DatasetError
 from ..extras.logging import get_logger
 from .registry import DatasetColumns, DatasetSpec, MessageTags
@@ -31,9 +32,6 @@ CONVERSATION_FEATURES = datasets.Features(
     }
 )
 _DROP_REASON = "_drop_reason"
-# The data-platform project's task-tagged prompt (registry key "task_tag"): one adapter learns several tasks and
-# is told which one each prompt asks for.
-TASK_PROMPT = "任务: {task}\n输入: {input}"
 _EXAMPLE_ROWS = 5
 
 

@@ -10,6 +10,7 @@ from .validation import check_choice, check_range, split_list
 
 TEST_MODES = ("comprehensive", "interactive", "accuracy", "all")
 SCORER_NAMES = ("exact", "contains", "rouge_l")
+TASK_PROMPTS = ("auto", "plain", "tagged")
 
 
 @dataclass
@@ -38,6 +39,11 @@ class TaskTestArguments:
         default=False, metadata={"help": "Replace result files an earlier test run left in save_dir."}
     )
     batch_size: int = field(default=8, metadata={"help": "Rows generated together (left-padded batch)."})
+    task_prompt: str = field(
+        default="auto",
+        metadata={"help": "plain (instruction + input), tagged ('任务: <task>\\n输入: ...', as training on an entry "
+                  "with task_tag builds it), or auto: what the run_args.yaml of the adapter (or model) records."},
+    )
 
     def __post_init__(self) -> None:
         if not self.test_file:
@@ -49,6 +55,7 @@ class TaskTestArguments:
         check_choice("mode", self.mode, TEST_MODES)
         check_choice("default_scorer", self.default_scorer, SCORER_NAMES)
         check_range("batch_size", self.batch_size, 1)
+        check_choice("task_prompt", self.task_prompt, TASK_PROMPTS)
         self.task_scorers = _parse_task_scorers(self.task_scorers)
         for task, scorer in self.task_scorers.items():
             check_choice(f"task_scorers[{task}]", scorer, SCORER_NAMES)
