@@ -19,6 +19,7 @@ neither memory peaks nor process-wide settings (threads, malloc) leak from one j
 - ``ours``: llmtuner's sft path (get_dataset, load_model, build_trainer, the CPU runtime settings of run_exp),
   same batch;
 - ``ours packed``: the same with ``packing: true`` (rows of cutoff_len 512 tokens, batch 1);
+- ``ours chunked`` / ``ours packed chunked`` (only with ``--sides``): with ``chunked_loss: true``;
 - ``ours no malloc tuning``: ``ours`` with ``LLMTUNER_MALLOC_TUNING=0`` (see extras/cpu_runtime.py), CPU only, to
   show how much of the unpacked gap is the allocator (``--skip_ablation`` leaves it out);
 - ``mfu`` jobs: ``small``, full tuning, random tokens, batch 8 x 128 (the issue's MFU yardstick), both sides.
@@ -60,6 +61,8 @@ DATASET, TEMPLATE, LR, LORA_RANK = "sft_demo_zh_en", "qwen", 1e-4, 8
 SIDES = ("baseline", "ours", "ours_packed")
 # `ours` with LLMTUNER_MALLOC_TUNING=0: how much of ours / baseline unpacked is the allocator setting
 ABLATION = "ours_no_malloc_tuning"
+# more of ours, on request (--sides): with chunked_loss (train/chunked_loss.py)
+EXTRA_SIDES = ("ours_chunked", "ours_packed_chunked")
 
 
 # ---------------------------------------------------------------- the job that runs in its own process
@@ -152,7 +155,7 @@ def build_ours(job: dict):
         **training_values(job), "model_name_or_path": job["model_dir"], "stage": "sft",
         "finetuning_type": job["method"], "lora_rank": LORA_RANK, "dataset": DATASET,
         "dataset_dir": str(ROOT / "data"), "template": TEMPLATE, "cutoff_len": job["cutoff_len"],
-        "packing": job["side"] == "ours_packed", "overwrite_output_dir": True,
+        "packing": "packed" in job["side"], "chunked_loss": "chunked" in job["side"], "overwrite_output_dir": True,
     })
     configure_cpu_runtime(training_args)
     tokenizer = load_tokenizer(model_args)
@@ -300,8 +303,8 @@ def plan_jobs(args: argparse.Namespace, models: dict[str, dict], device: str) ->
     jobs = []
     for model in args.models:
         for method in args.methods:
-            for side in SIDES + (() if args.skip_ablation or device != "cpu" else (ABLATION,)):
-                packed = side == "ours_packed"
+            for side in args.sides or SIDES + (() if args.skip_ablation or device != "cpu" else (ABLATION,)):
+                packed = "packed" in side
                 jobs.append({"model": model, "method": method, "side": side, "synthetic": False,
                              "batch": args.packed_batch if packed else args.batch,
                              "cutoff_len": args.cutoff_len})
@@ -372,7 +375,7 @@ def plot(results: list[dict], path: Path) -> None:
     groups = sorted({(r["model"], r["method"]) for r in results if not r["synthetic"]})
     if not groups:
         return
-    sides = [side for side in (*SIDES, ABLATION) if any(r["side"] == side for r in results)]
+    sides = [side for side in (*SIDES, ABLATION, *EXTRA_SIDES) if any(r["side"] == side for r in results)]
     width = 0.8 / len(sides)
     figure, axis = plt.subplots(figsize=(2 + 2.2 * len(groups), 4))
     for offset, side in enumerate(sides):
@@ -400,12 +403,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cutoff_len", type=int, default=512)
     parser.add_argument("--skip_mfu", action="store_true", help="leave out the synthetic MFU jobs")
     parser.add_argument("--skip_ablation", action="store_true", help="leave out the no-malloc-tuning jobs")
+    parser.add_argument("--sides", default=None,
+                        help=f"comma-separated jobs per model and method (default: {', '.join(SIDES)} and "
+                        f"{ABLATION} on CPU); also {', '.join(EXTRA_SIDES)}")
     parser.add_argument("--gpu", action="store_true", help="CUDA, bf16, the Qwen2.5-0.5B-shaped model")
     parser.add_argument("--out", default=str(ROOT / "bench" / "train.json"))
     parser.add_argument("--job", nargs=2, metavar=("JOB_JSON", "RESULT_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.models = [m for m in (args.models or ("qwen0.5b" if args.gpu else "tiny,small")).split(",") if m]
     args.methods = [m for m in args.methods.split(",") if m]
+    args.sides = tuple(side for side in (args.sides or "").split(",") if side)
     return args
 
 
@@ -414,10 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.job:
         run_job(json.loads(args.job[0]), args.job[1])
         return 0
-    bad = sorted(set(args.models) - {"tiny", "small", "qwen0.5b"}) + sorted(set(args.methods) - {"lora", "full"})
+    bad = (sorted(set(args.models) - {"tiny", "small", "qwen0.5b"}) + sorted(set(args.methods) - {"lora", "full"})
+           + sorted(set(args.sides) - {*SIDES, ABLATION, *EXTRA_SIDES}))
     if bad or args.steps < 1 or args.warmup < 1 or args.repeats < 1:
         print(f"error: bad arguments {bad or ''}\nhint: --models tiny,small,qwen0.5b --methods lora,full, "
-              "--steps/--warmup/--repeats >= 1", file=sys.stderr)
+              "--sides baseline,ours,ours_packed,..., --steps/--warmup/--repeats >= 1", file=sys.stderr)
         return 2
     import torch
 

@@ -45,6 +45,11 @@ class FinetuningArguments:
     freeze_extra_modules: Optional[str] = field(
         default=None, metadata={"help": "freeze: extra non-layer modules to train, e.g. embed_tokens,lm_head."}
     )
+    chunked_loss: bool = field(
+        default=False,
+        metadata={"help": "pt/sft: cross-entropy at trained positions only, a chunk of logits at a time, gradients "
+                  "formed in the same pass (no batch x length x vocabulary tensor; train/chunked_loss.py)."},
+    )
     plot_loss: bool = field(default=False, metadata={"help": "Write training_loss.png (and eval_loss.png)."})
     # transformers 5 dropped TrainingArguments.overwrite_output_dir; the parser's output_dir check still needs it.
     overwrite_output_dir: bool = field(
@@ -69,6 +74,11 @@ class FinetuningArguments:
         self.freeze_trainable_modules = split_list(self.freeze_trainable_modules) or ["all"]
         self.freeze_extra_modules = split_list(self.freeze_extra_modules)
         self.class_weights = parse_class_weights(self.class_weights)
+        if self.chunked_loss and self.stage == "cls":
+            raise ConfigError(
+                "chunked_loss is for the language-model stages pt and sft; stage cls has a classification head.",
+                "Remove chunked_loss, or set stage: sft / pt.",
+            )
 
 
 def parse_class_weights(value: Union[str, Sequence[Union[str, float]], None]) -> Union[str, list[float], None]:

@@ -26,5 +26,6 @@ def run_pt(
     tokenizer = load_tokenizer(model_args)
     dataset_module = get_dataset(None, tokenizer, data_args, training_args, stage="pt")
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=training_args.do_train)
-    trainer = build_trainer(Trainer, model, tokenizer, training_args, dataset_module, callbacks)
+    trainer = build_trainer(Trainer, model, tokenizer, training_args, dataset_module, callbacks,
+                            chunked_loss=finetuning_args.chunked_loss)
     return train_save_evaluate(trainer, training_args, finetuning_args)

@@ -34,7 +34,8 @@ def run_sft(
     template.fix_tokenizer(tokenizer)  # added tokens make load_model resize the embeddings
     dataset_module = get_dataset(template, tokenizer, data_args, training_args, stage="sft")
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=training_args.do_train)
-    trainer = build_trainer(Seq2SeqTrainer, model, tokenizer, training_args, dataset_module, callbacks)
+    trainer = build_trainer(Seq2SeqTrainer, model, tokenizer, training_args, dataset_module, callbacks,
+                            chunked_loss=finetuning_args.chunked_loss)
     metrics = train_save_evaluate(trainer, training_args, finetuning_args)
     if training_args.do_predict:
         from ..hparams import GeneratingArguments

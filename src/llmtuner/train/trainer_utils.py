@@ -40,12 +40,23 @@ def build_trainer(
     dataset_module: "DatasetModule",
     callbacks: Optional[list["TrainerCallback"]] = None,
     data_collator: Optional[Any] = None,
+    chunked_loss: bool = False,
     **trainer_kwargs: Any,
 ) -> "Trainer":
-    """``data_collator`` replaces the seq2seq one (e.g. for scalar labels); ``trainer_kwargs`` go to the Trainer
+    """``data_collator`` replaces the seq2seq one (e.g. for scalar labels); ``chunked_loss`` trains with
+    train/chunked_loss.py where the model and run allow it; ``trainer_kwargs`` go to the Trainer
     (compute_metrics, compute_loss_func, ...)."""
     from .callbacks import LogCallback
     from .checkpointing import with_atomic_checkpoints
+
+    if chunked_loss:
+        from .chunked_loss import unsupported_reason, with_chunked_loss
+
+        reason = unsupported_reason(model, training_args)
+        if reason:
+            logger.warning(f"chunked_loss is off for this run: {reason}; the model's own loss is used.")
+        else:
+            trainer_cls = with_chunked_loss(trainer_cls)
 
     return with_atomic_checkpoints(trainer_cls)(
         model=model,
