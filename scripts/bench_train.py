@@ -362,8 +362,8 @@ def print_table(results: list[dict]) -> None:
         cpu_ratio = r.get("cpu_efficiency_ratio_vs_baseline")
         print(f"{job_name(r):<28} {r['real_tokens_per_s']:>10.1f} {r['total_tokens_per_s']:>11.1f} "
               f"{r['padding_efficiency']:>7.2f} {r['real_tokens_per_cpu_s']:>9.1f} {r['peak_rss_mib']:>8.0f} "
-              f"{r['matmul_peak_gflops']:>9.1f} {r['mfu']:>5.2f} {ratio if ratio is None else f'{ratio:.2f}':>6} "
-              f"{cpu_ratio if cpu_ratio is None else f'{cpu_ratio:.2f}':>10}")
+              f"{r['matmul_peak_gflops']:>9.1f} {r['mfu']:>5.2f} {'-' if ratio is None else f'{ratio:.2f}':>6} "
+              f"{'-' if cpu_ratio is None else f'{cpu_ratio:.2f}':>10}")
 
 
 def plot(results: list[dict], path: Path) -> None:

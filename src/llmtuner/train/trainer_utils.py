@@ -56,6 +56,8 @@ def build_trainer(
         if reason:
             logger.warning(f"chunked_loss is off for this run: {reason}; the model's own loss is used.")
         else:
+            logger.info("chunked_loss: the training loss is computed at trained positions only, a chunk of logits "
+                        "at a time.")
             trainer_cls = with_chunked_loss(trainer_cls)
 
     return with_atomic_checkpoints(trainer_cls)(
