@@ -165,8 +165,11 @@ def test_auto_task_prompt_follows_the_training_run(repo_root, tmp_path):
         return uses_task_tags(test_args, ModelArguments(model_name_or_path=str(tmp_path / "base"),
                                                          adapter_name_or_path=f"{plain},{adapter}"))
 
-    assert (auto(tagged), auto(plain), auto(mixed), auto(unreadable), auto(tmp_path / "none")) == (
-        True, False, True, False, False)
+    assert (auto(tagged), auto(plain), auto(mixed), auto(tmp_path / "none")) == (True, False, True, False)
+    with pytest.raises(ConfigError) as info:
+        auto(unreadable)
+    assert f"the datasets recorded in {unreadable / 'run_args.yaml'} cannot be read" in info.value.message
+    assert "Set task_prompt: tagged" in info.value.hint
     assert uses_task_tags(TaskTestArguments(test_file="t.json", task_prompt="tagged"),
                           ModelArguments(model_name_or_path=str(plain))) is True
     assert uses_task_tags(TaskTestArguments(test_file="t.json", task_prompt="plain"),

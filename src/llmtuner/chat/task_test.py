@@ -253,9 +253,14 @@ def uses_task_tags(test_args: "TaskTestArguments", model_args: "ModelArguments")
         recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         specs = get_dataset_specs(split_list(recorded.get("dataset")) or [], recorded.get("dataset_dir") or "data")
     except (OSError, yaml.YAMLError, LlmtunerError) as error:
-        logger.warning(f"task_prompt: auto could not read the training datasets from {path} ({error}); prompts "
-                       "are plain. Set task_prompt: tagged or plain to choose.")
-        return False
+        # guessing would score a task-tagged model on prompts it never saw (or the reverse) without a word
+        reason = error.message if isinstance(error, LlmtunerError) else str(error)
+        raise ConfigError(
+            f"task_prompt: auto cannot tell how the model was prompted in training: the datasets recorded in {path} "
+            f"cannot be read ({reason}).",
+            "Set task_prompt: tagged (trained on a registry entry with \"task_tag\") or task_prompt: plain, or run "
+            "from the folder the training ran in (dataset_dir in that file is relative to it).",
+        ) from error
     tagged = any(spec.columns.task for spec in specs)
     logger.info(f"task_prompt: auto -> {'tagged' if tagged else 'plain'}: the model was trained on "
                 f"{', '.join(spec.name for spec in specs)} ({path}).")
