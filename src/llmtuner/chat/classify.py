@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, TextIO, Union
 
 from ..extras.errors import ConfigError, DatasetError
 from ..extras.logging import get_logger
+from ..extras.user_files import parse_json_records, read_user_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizer
@@ -152,14 +153,8 @@ class TextClassifier:
 
 def read_rows(path: str) -> list[dict[str, Any]]:
     """Rows of a .json (list), .jsonl, .csv (header) or .txt (one text per line) file, as dicts."""
-    file = Path(path)
-    if not file.is_file():
-        raise DatasetError(f"input_file={path} does not exist.", "Check the path (relative to the current folder).")
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"input_file={path} is not UTF-8 text.", "Save it as UTF-8.") from exc
-    suffix = file.suffix.lower()
+    text = read_user_text(path, "input_file")
+    suffix = Path(path).suffix.lower()
     if suffix == ".txt":
         return [{"text": line} for line in text.splitlines() if line.strip()]
     if suffix == ".csv":
@@ -167,14 +162,7 @@ def read_rows(path: str) -> list[dict[str, Any]]:
     if suffix not in (".json", ".jsonl"):
         raise DatasetError(f"input_file={path}: cannot read {suffix or 'files without an extension'}.",
                            "Use .jsonl, .json (a list), .csv (with a header) or .txt (one text per line).")
-    try:
-        stripped = text.lstrip()
-        items = json.loads(text) if suffix == ".json" and stripped.startswith("[") else [
-            json.loads(line) for line in text.splitlines() if line.strip()
-        ]
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"input_file={path} is not valid JSON: {exc.msg} at line {exc.lineno}.",
-                           "Fix the JSON there (one object per line for .jsonl).") from exc
+    items = parse_json_records(text, path, "input_file")
     return [item if isinstance(item, dict) else {"text": item} for item in items]
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO, Union
 from ..extras.constants import RUN_ARGS_FILE, TASK_PROMPT
 from ..extras.errors import ConfigError, DatasetError, LlmtunerError
 from ..extras.logging import get_logger
+from ..extras.user_files import parse_json_records, read_user_text
 
 if TYPE_CHECKING:
     from ..hparams.model_args import ModelArguments
@@ -156,33 +157,11 @@ def load_test_rows(path: str) -> list[TaskRow]:
     Raises:
         DatasetError: a missing or unreadable file, bad JSON, or a row without the fields (naming the row).
     """
-    file = Path(path)
-    if not file.is_file():
-        raise DatasetError(f"test_file={path} does not exist.", "Check the path (relative to the current folder).")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"test_file={path} is not UTF-8 text.", "Save it as UTF-8.") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = _json_lines(text, path)
+    data = parse_json_records(read_user_text(path, "test_file"), path, "test_file")
     if not isinstance(data, list) or not data:
         raise DatasetError(f"test_file={path} holds no rows.",
                            "Write a JSON list (or JSON lines) of {instruction, input, output, task} objects.")
     return [_test_row(row, number, path) for number, row in enumerate(data, 1)]
-
-
-def _json_lines(text: str, path: str) -> list[Any]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"test_file={path} is neither a JSON list nor JSON lines: line {number}: {exc.msg}.",
-                                   "Fix the JSON on that line.") from exc
-    return rows
 
 
 def _test_row(row: Any, number: int, path: str) -> TaskRow:
