@@ -42,16 +42,7 @@ def _tokenize(
         fn = partial(preprocess_pretrain_dataset, tokenizer=tokenizer, data_args=data_args)
     else:
         fn = partial(preprocess_supervised_dataset, template=template, tokenizer=tokenizer, data_args=data_args)
-    tokenized = dataset.map(
-        fn,
-        batched=True,
-        batch_size=data_args.preprocessing_batch_size,
-        num_proc=data_args.preprocessing_num_workers,
-        remove_columns=dataset.column_names,
-        load_from_cache_file=not data_args.overwrite_cache,
-        desc=f"Tokenising ({stage})",
-        new_fingerprint=_tokenize_fingerprint(dataset, fn, tokenizer),
-    )
+    tokenized = tokenize_rows(dataset, fn, tokenizer, data_args, f"Tokenising ({stage})")
     before = len(tokenized)
     empty = _empty_samples(tokenized)
     tokenized = tokenized.filter(
@@ -73,6 +64,22 @@ def _tokenize(
             f"Every sample lost its response to truncation: raise cutoff_len (now {data_args.cutoff_len}).",
         )
     return _pack(tokenized, data_args) if pack else tokenized
+
+
+def tokenize_rows(dataset: "Dataset", fn: partial, tokenizer: "PreTrainedTokenizer", data_args: "DataArguments",
+                  desc: str) -> "Dataset":
+    """``dataset.map(fn)`` in batches, replacing the columns, cached by datasets under a key that identifies the
+    tokenizer without pickling it (``fn`` is a partial holding ``tokenizer`` and its other arguments)."""
+    return dataset.map(
+        fn,
+        batched=True,
+        batch_size=data_args.preprocessing_batch_size,
+        num_proc=data_args.preprocessing_num_workers,
+        remove_columns=dataset.column_names,
+        load_from_cache_file=not data_args.overwrite_cache,
+        desc=desc,
+        new_fingerprint=_tokenize_fingerprint(dataset, fn, tokenizer),
+    )
 
 
 def _tokenize_fingerprint(dataset: "Dataset", fn: partial, tokenizer: "PreTrainedTokenizer") -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ...extras.errors import ConfigError, DatasetError
 from ...extras.logging import get_logger
-from ..dataset import DatasetModule, _split_validation
+from ..dataset import DatasetModule, _split_validation, tokenize_rows
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -195,16 +196,8 @@ def _tokenize(
     rows: "Dataset", tokenizer: "PreTrainedTokenizer", data_args: "DataArguments", max_length: int,
     label2id: dict[str, int],
 ) -> "Dataset":
-    return rows.map(
-        preprocess_classification_dataset,
-        batched=True,
-        batch_size=data_args.preprocessing_batch_size,
-        num_proc=data_args.preprocessing_num_workers,
-        remove_columns=rows.column_names,
-        load_from_cache_file=not data_args.overwrite_cache,
-        fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "label2id": label2id},
-        desc="Tokenising (cls)",
-    )
+    fn = partial(preprocess_classification_dataset, tokenizer=tokenizer, max_length=max_length, label2id=label2id)
+    return tokenize_rows(rows, fn, tokenizer, data_args, "Tokenising (cls)")
 
 
 def _log_summary(datasets: ClassificationDatasets, tokenizer: "PreTrainedTokenizer") -> None:
