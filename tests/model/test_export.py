@@ -118,6 +118,21 @@ def test_engine_on_base_plus_adapters_equals_engine_on_export(tiny_qwen2_dir, ad
         r.text for r in merged.generate_batch(conversations)]
 
 
+def test_export_keeps_the_last_adapters_training_record(tiny_qwen2_dir, adapters, tmp_path):
+    from llmtuner.chat.task_test import uses_task_tags
+    from llmtuner.hparams.model_args import ModelArguments
+    from llmtuner.hparams.task_test_args import TaskTestArguments
+
+    tagged = Path(shutil.copytree(adapters[1], tmp_path / "tagged-adapter"))
+    record = f"dataset: data_platform_tagged\ndataset_dir: {REPO_ROOT / 'data'}\nstage: sft\n"
+    (tagged / "run_args.yaml").write_text(record, encoding="utf-8")
+    out = tmp_path / "merged"
+    export_model({"model_name_or_path": tiny_qwen2_dir, "adapter_name_or_path": f"{adapters[0]},{tagged}",
+                  "template": "qwen", "export_dir": str(out)})
+    assert (out / "run_args.yaml").read_text(encoding="utf-8") == record
+    assert uses_task_tags(TaskTestArguments(test_file="t.json"), ModelArguments(model_name_or_path=str(out)))
+
+
 def test_export_dtype_bfloat16(tiny_qwen2_dir, adapters, tmp_path):
     out = tmp_path / "bf16"
     export_model({"model_name_or_path": tiny_qwen2_dir, "adapter_name_or_path": str(adapters[0]), "template": "qwen",

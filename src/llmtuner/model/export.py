@@ -2,7 +2,8 @@
 
 The export holds safetensors shards (+ index), config.json, the tokenizer with the template's Jinja chat template
 (so ``apply_chat_template`` on the export renders what training saw), generation_config.json whose eos ids are the
-template's stop tokens, and a README recording the base, the adapters and the llmtuner version. It loads with plain
+template's stop tokens, a README recording the base, the adapters and the llmtuner version, and the last adapter's
+run_args.yaml (the record of its training run, which ``llmtuner test`` reads) when it has one. It loads with plain
 ``AutoModelForCausalLM.from_pretrained``; llmtuner is not needed to use it.
 
 Everything that can be refused is refused before the weights load: a non-empty export_dir (unless
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from ..extras.constants import RUN_ARGS_FILE
 from ..extras.errors import ConfigError, ModelError
 from ..extras.logging import get_logger
 from .inference import read_model_config
@@ -72,10 +75,16 @@ def export_model(args: Union[dict[str, Any], list[str], None] = None) -> Path:
     shard_bytes = int(export_args.export_size * 10**9)
     readme = export_readme(model_args, adapters, template_name, dtype, export_args)
 
+    # The training run's record of the last adapter (data, template, task tags) stays with the merged weights, so
+    # `llmtuner test` with task_prompt: auto prompts the export the way it was trained.
+    run_args = adapters[-1] / RUN_ARGS_FILE if adapters else None
+
     def write(staging: Path) -> None:
         model.save_pretrained(staging, max_shard_size=shard_bytes)
         tokenizer.save_pretrained(staging)
         (staging / "README.md").write_text(readme, encoding="utf-8")
+        if run_args is not None and run_args.is_file():
+            shutil.copyfile(run_args, staging / RUN_ARGS_FILE)
 
     _write_atomically(target, write)
     shards = sorted(path.name for path in target.glob("*.safetensors"))
