@@ -8,18 +8,21 @@ and results.md.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ..extras.errors import ConfigError
-from ..extras.logging import get_logger
+from ..extras.logging import get_logger, is_main_process
 from .benchmarks import CHOICES, Benchmark, Question, Subject, load_benchmark, subjects_per_task
 from .choice_scorer import ChoiceScorer, ScoringItem, build_item, predicted_letter
 from .gsm8k import QUESTION_CUE, cut_at_next_question, extract_answer, generate_greedy, normalize_number
 from .prompts import PLAIN_TEMPLATES, Prompt, PromptBuilder
 from .results import check_save_dir, summarize, write_results
+from .sharding import (eval_rank_and_world, gather_predictions, shard_benchmark, start_eval_processes,
+                       wait_for_rank_zero)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -49,6 +52,7 @@ def run_eval(args: Union[dict[str, Any], list[str], None] = None) -> dict[str, A
     from ..hparams.parser import get_eval_args
 
     model_args, data_args, eval_args = get_eval_args(args)
+    start_eval_processes()
     pairs = eval_args.task_splits()
     if not pairs:
         raise ConfigError("task is not set.", "Add task: mmlu (or ceval, cmmlu, gsm8k; comma-separate several).")
@@ -82,9 +86,11 @@ def evaluate_model(
     all_results = []
     for job, benchmark in zip(jobs, benchmarks):
         results, predictions = evaluator.run(benchmark)
-        paths = write_results(job.save_dir, results, predictions)
-        print(format_summary(results))
-        logger.info(f"Results written to {', '.join(str(path) for path in paths)}")
+        if is_main_process():  # under a launcher every rank holds the gathered rows; one writes them
+            paths = write_results(job.save_dir, results, predictions)
+            print(format_summary(results))
+            logger.info(f"Results written to {', '.join(str(path) for path in paths)}")
+        wait_for_rank_zero()
         all_results.append(results)
     return all_results
 
@@ -119,7 +125,7 @@ def load_for_evaluation(
         logger.warning(f"template {template.name} with enable_thinking: the model may want to think before the "
                        "answer; set enable_thinking: false to score the answer right after the prompt.")
     if torch.cuda.is_available() and model.device.type == "cpu" and model_args.quantization_bit is None:
-        model = model.to("cuda")
+        model = model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")  # each launched process its own GPU
     return tokenizer, template, model
 
 
@@ -150,13 +156,18 @@ class Evaluator:
 
         builder = PromptBuilder(benchmark.lang, self.template, self.tokenizer, self.data_args.default_system,
                                 self.data_args.enable_thinking)
+        rank, world = eval_rank_and_world()
+        local = shard_benchmark(benchmark, rank, world) if world > 1 else benchmark
         started = time.perf_counter()
-        with tqdm(total=benchmark.num_questions, desc=f"{benchmark.task} {benchmark.split}", unit="q") as bar:
+        with tqdm(total=local.num_questions, desc=f"{benchmark.task} {benchmark.split}", unit="q",
+                  disable=rank != 0) as bar:
             if benchmark.kind == "choice":
-                predictions = [row for subject in benchmark.subjects
+                predictions = [row for subject in local.subjects
                                for row in self.score_subject(builder, subject, bar.update)]
             else:
-                predictions = self.solve_math(builder, benchmark.subjects[0], bar.update)
+                predictions = self.solve_math(builder, local.subjects[0], bar.update)
+        if world > 1:
+            predictions = gather_predictions(predictions, benchmark, world)
         seconds = time.perf_counter() - started
         results = {
             "config": self._config(benchmark, predictions),

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..extras.errors import ConfigError, DatasetError
-from ..extras.logging import get_logger
+from ..extras.logging import get_logger, is_main_process
 from .plots import drop_bar_chart, radar_chart
 from .results import PREDICTIONS_FILE, RESULTS_FILE, check_save_dir, write_json, write_text_atomically
+from .sharding import start_eval_processes
 
 if TYPE_CHECKING:
     from ..hparams import DataArguments, ModelArguments
@@ -52,6 +53,7 @@ def run_forgetting(args: Union[dict[str, Any], list[str], None] = None) -> dict[
     from ..hparams.parser import get_forgetting_args
 
     model_args, data_args, eval_args, forgetting_args = get_forgetting_args(args)
+    start_eval_processes()
     save_dir = check_save_dir(eval_args.save_dir, eval_args.overwrite_save_dir)
     if forgetting_args.before_results:
         before = [read_run(path) for path in forgetting_args.before_results]
@@ -59,8 +61,9 @@ def run_forgetting(args: Union[dict[str, Any], list[str], None] = None) -> dict[
     else:
         before, after = evaluate_before_after(model_args, data_args, eval_args, forgetting_args, save_dir)
     report = build_report(before, after, forgetting_args.drop_threshold)
-    write_report(save_dir, report, forgetting_args.top_drops)
-    print(format_headline(report))
+    if is_main_process():
+        write_report(save_dir, report, forgetting_args.top_drops)
+        print(format_headline(report))
     return report
 
 
