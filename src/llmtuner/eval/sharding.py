@@ -11,12 +11,13 @@ import os
 from dataclasses import replace
 from typing import Any
 
+from ..extras.distributed import world_size
 from .benchmarks import Benchmark
 
 
 def eval_rank_and_world() -> tuple[int, int]:
     """(this process's rank, number of processes), (0, 1) without a launcher."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world_size()
 
 
 def start_eval_processes() -> None:

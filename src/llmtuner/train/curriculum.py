@@ -151,12 +151,12 @@ def run_curriculum(
     arguments are skipped; ``overwrite_output_dir: true`` retrains them all.
     """
     from ..hparams.parser import get_train_args, read_args
-    from .run_series import check_restartable, finished_record, train_and_record
+    from .run_series import check_restartable, check_series_output_dir, finished_record, train_and_record
 
     task_key, stages, base = split_curriculum(read_args(args))
     output_dir = Path(base["output_dir"])
     overwrite = bool(base.get("overwrite_output_dir"))
-    _check_output_dir(output_dir, overwrite)
+    check_series_output_dir(output_dir, overwrite, "stage_", (SUMMARY_FILE, LOSS_PLOT_FILE), "curriculum")
     plans = []
     for position, stage in enumerate(stages, start=1):
         run_args = stage_args(base, task_key, stages, position)
@@ -202,21 +202,6 @@ def _check_stage_data(data_args: Any) -> None:
                              data_args.scoring_dimensions)
     if data_args.eval_dataset:
         get_dataset_specs(data_args.eval_dataset, data_args.dataset_dir)
-
-
-def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    """The curriculum's folder may hold only its own stages and summary (unless the user said to overwrite)."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"output_dir={output_dir} is a file, not a folder.", "Choose a folder path for output_dir.")
-    if overwrite or not output_dir.is_dir():
-        return
-    foreign = sorted(entry.name for entry in output_dir.iterdir()
-                     if not entry.name.startswith("stage_") and entry.name not in (SUMMARY_FILE, LOSS_PLOT_FILE))
-    if foreign:
-        raise ConfigError(
-            f"output_dir={output_dir} holds files that are not this curriculum's ({', '.join(foreign[:5])}).",
-            "Choose a new output_dir for the curriculum, or set overwrite_output_dir: true.",
-        )
 
 
 def plot_curriculum_loss(output_dir: Path, stages: list[tuple[int, str, Path]]) -> Optional[Path]:

@@ -87,6 +87,21 @@ def check_restartable(output_dir: Path, what: str) -> bool:
     )
 
 
+def check_series_output_dir(output_dir: Path, overwrite: bool, run_prefix: str, own_files: tuple[str, ...],
+                            what: str) -> None:
+    """A series' folder may hold only its runs (``<run_prefix>*``) and ``own_files``, unless the user said to
+    overwrite; ``what`` names the series in the error ("curriculum", "sweep")."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir={output_dir} is a file, not a folder.", "Choose a folder path for output_dir.")
+    if overwrite or not output_dir.is_dir():
+        return
+    foreign = sorted(entry.name for entry in output_dir.iterdir()
+                     if not entry.name.startswith(run_prefix) and entry.name not in own_files)
+    if foreign:
+        raise ConfigError(f"output_dir={output_dir} holds files that are not this {what}'s ({', '.join(foreign[:5])}).",
+                          f"Choose a new output_dir for the {what}, or set overwrite_output_dir: true.")
+
+
 def train_and_record(args: dict[str, Any], callbacks: Optional[list[TrainerCallback]] = None) -> dict[str, Any]:
     """Run ``run_exp(args)`` and return its record; also written to ``<output_dir>/RUN_RECORD`` (main process)."""
     from ..extras.logging import is_main_process

@@ -225,7 +225,7 @@ def run_sweep(
     """
     from ..hparams import DataArguments
     from ..hparams.parser import get_train_args, read_args
-    from .run_series import check_restartable, finished_record, train_and_record
+    from .run_series import check_restartable, check_series_output_dir, finished_record, train_and_record
 
     base = read_args(args)
     if "curriculum" in base:
@@ -244,7 +244,7 @@ def run_sweep(
                           "Set val_size (split per task before subsampling) or eval_dataset.")
     output_dir = Path(base["output_dir"])
     overwrite = bool(base.get("overwrite_output_dir"))
-    _check_output_dir(output_dir, overwrite)
+    check_series_output_dir(output_dir, overwrite, "ratio_", SWEEP_FILES, "sweep")
     base_ratios = DataArguments(dataset_ratios=base.get("dataset_ratios")).dataset_ratios or [1.0]
 
     plans = []
@@ -287,18 +287,6 @@ def recommend(runs: list[dict[str, Any]], metric: str, higher_is_better: bool, t
     good = [run["ratio"] for run, value in zip(runs, values)
             if (value >= best - margin if higher_is_better else value <= best + margin)]
     return min(good)
-
-
-def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"output_dir={output_dir} is a file, not a folder.", "Choose a folder path for output_dir.")
-    if overwrite or not output_dir.is_dir():
-        return
-    foreign = sorted(entry.name for entry in output_dir.iterdir()
-                     if not entry.name.startswith("ratio_") and entry.name not in SWEEP_FILES)
-    if foreign:
-        raise ConfigError(f"output_dir={output_dir} holds files that are not this sweep's ({', '.join(foreign[:5])}).",
-                          "Choose a new output_dir for the sweep, or set overwrite_output_dir: true.")
 
 
 def write_reports(output_dir: Path, result: dict[str, Any]) -> None:
