@@ -15,7 +15,7 @@ def memorised(tmp_path_factory: pytest.TempPathFactory, tiny_qwen2_dir: str) -> 
 @pytest.fixture(scope="session")
 def memorised_engine(memorised: MemorisedRun):
     """A greedy ChatEngine on the memorised model."""
-    from llmtuner.chat.engine import ChatEngine
+    from llmtuner.model.engine import ChatEngine
 
     return ChatEngine.from_args({"model_name_or_path": str(memorised.model_dir), "template": "qwen",
                                  "do_sample": False, "max_new_tokens": 48})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmtuner.chat.engine import ChatEngine
+from llmtuner.model.engine import ChatEngine
 from llmtuner.hparams import GeneratingArguments
 
 QWEN_DEFAULT_SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>"

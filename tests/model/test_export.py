@@ -107,7 +107,7 @@ def test_export_tokenizer_generation_config_and_readme(tiny_qwen2_dir, adapters,
 
 
 def test_engine_on_base_plus_adapters_equals_engine_on_export(tiny_qwen2_dir, adapters, exported):
-    from llmtuner.chat.engine import ChatEngine
+    from llmtuner.model.engine import ChatEngine
 
     settings = {"template": "qwen", "do_sample": False, "max_new_tokens": 8}
     with_adapters = ChatEngine.from_args({"model_name_or_path": tiny_qwen2_dir,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional, TextIO, Union
 
-from .engine import ChatEngine
+from ..model.engine import ChatEngine
 
 WELCOME = "Chat with the model. Type `clear` to forget the conversation, `exit` to quit."
 USER_PROMPT = "\nUser: "

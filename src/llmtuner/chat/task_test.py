@@ -37,7 +37,7 @@ from ..extras.user_files import parse_json_records, read_user_text
 if TYPE_CHECKING:
     from ..hparams.model_args import ModelArguments
     from ..hparams.task_test_args import TaskTestArguments
-    from .engine import ChatEngine
+    from ..model.engine import ChatEngine
 
 logger = get_logger(__name__)
 
@@ -193,7 +193,7 @@ def run_task_test(args: Union[dict[str, Any], list[str], None] = None) -> int:
         logger.warning("do_sample is true, so answers and scores change from run to run; set do_sample: false "
                        "for a repeatable test.")
 
-    from .engine import ChatEngine
+    from ..model.engine import ChatEngine
 
     tagged = uses_task_tags(test_args, model_args)
     engine = ChatEngine.from_parsed(model_args, data_args, finetuning_args, generating_args)

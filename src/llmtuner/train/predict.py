@@ -51,7 +51,7 @@ def run_predict(
     generating_args: "GeneratingArguments",
 ) -> dict[str, float]:
     """Generate a reply for every row of the prediction dataset, write the files, and return the metrics."""
-    from ..chat.engine import ChatEngine
+    from ..model.engine import ChatEngine
     from ..data.loader import load_conversations
     from ..eval.metrics.generation import generation_metrics
 

@@ -76,7 +76,7 @@ def generated_answers(run: SweepRun) -> tuple[list[dict[str, Any]], list[str]]:
     """The run's validation conversations (the rows its eval_loss used) and the tuned model's greedy answers."""
     import dataclasses
 
-    from ..chat.engine import ChatEngine
+    from ..model.engine import ChatEngine
     from ..data.loader import load_conversations, load_split_conversations
     from ..hparams.parser import get_train_args
 

@@ -1,4 +1,4 @@
-"""The one generation engine: chat, streaming, and batched generation for prediction and the test tool.
+"""The one generation engine (chat, the test tool, prediction, sweeps, the API server, the web UI): chat, streaming and batched generation.
 
 A ``ChatEngine`` holds a frozen model (base + adapters, or a merged export), its tokenizer and the chat template.
 Prompts are rendered by the template exactly as in training (``Template.encode_prompt``), sampling settings come
@@ -74,7 +74,7 @@ class ChatEngine:
         generating_args: "GeneratingArguments",
     ) -> "ChatEngine":
         """Load the model the parsed arguments describe (checks adapters and the template before loading)."""
-        from ..model.inference import load_for_inference
+        from .inference import load_for_inference
 
         tokenizer, template, model = load_for_inference(model_args, data_args.template, finetuning_args)
         return cls(model, tokenizer, template, generating_args, data_args.default_system, data_args.enable_thinking)
