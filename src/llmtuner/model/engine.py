@@ -1,4 +1,5 @@
-"""The one generation engine (chat, the test tool, prediction, sweeps, the API server, the web UI): chat, streaming and batched generation.
+"""The one generation engine: chat, streaming and batched generation for the chat CLI, prediction, the test
+tool, sweeps, the API server and the web UI.
 
 A ``ChatEngine`` holds a frozen model (base + adapters, or a merged export), its tokenizer and the chat template.
 Prompts are rendered by the template exactly as in training (``Template.encode_prompt``), sampling settings come
