@@ -8,7 +8,8 @@ except ImportError:  # a checkout without `pip install -e .`: the package sits n
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if __name__ == "__main__":
-    from llmtuner.cli import run_cli
+    from llmtuner.cli import prepare_process, run_cli
     from llmtuner.eval.evaluator import run_eval
 
+    prepare_process()  # under torchrun: quiet ranks other than 0, CPU threads per rank
     sys.exit(run_cli(run_eval))

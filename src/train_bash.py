@@ -8,7 +8,6 @@ except ImportError:  # a checkout without `pip install -e .`: the package sits n
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 if __name__ == "__main__":
-    from llmtuner.cli import run_cli
-    from llmtuner.train.tuner import run_exp
+    from llmtuner.cli import run_cli, run_config
 
-    sys.exit(run_cli(run_exp))
+    sys.exit(run_cli(run_config))  # routes curriculum configs and stage eval; everything else is one run

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any, Callable, Optional
 
-from .extras.errors import ConfigError, LlmtunerError
+from .extras.errors import ConfigError, LlmtunerError, RunStopped
 
 EXAMPLE = "llmtuner train configs/sft_lora_tiny.yaml learning_rate=1e-4 output_dir=saves/demo"
 
@@ -20,11 +20,14 @@ def run_cli(fn: Callable[..., Any], *args: Any) -> int:
     """Run an entry point and return its exit code; shared by every entry point.
 
     A user mistake (``LlmtunerError``) prints ``error: ...`` and ``hint: ...`` to stderr and gives exit code 2,
-    with no traceback unless LLMTUNER_DEBUG=1 (then it is re-raised). Ctrl-C gives 130. An int returned by
-    ``fn`` is the exit code; anything else (e.g. a metrics dict) means success.
+    with no traceback unless LLMTUNER_DEBUG=1 (then it is re-raised). A run stopped on purpose (``RunStopped``,
+    e.g. training stopped by SIGTERM after saving a checkpoint) gives its own code (128 + signal). Ctrl-C gives
+    130. An int returned by ``fn`` is the exit code; anything else (e.g. a metrics dict) means success.
     """
     try:
         result = fn(*args)
+    except RunStopped as exc:  # the library already told the user what happened and how to continue
+        return exc.exit_code
     except LlmtunerError as exc:
         if os.environ.get("LLMTUNER_DEBUG") == "1":
             raise
@@ -38,18 +41,69 @@ def run_cli(fn: Callable[..., Any], *args: Any) -> int:
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
+def env_defaults() -> dict[str, Any]:
+    """Arguments that environment variables switch off for every run (a key the user set wins):
+    ``LLMTUNER_MALLOC_TUNING=0`` -> ``malloc_tuning: false``."""
+    return {"malloc_tuning": False} if os.environ.get("LLMTUNER_MALLOC_TUNING") == "0" else {}
+
+
+def prepare_process(uses_deepspeed: bool = False) -> None:
+    """The process-wide settings of a run, made here once (library code never changes the process):
+
+    - DeepSpeed without a launcher: the single-process rendezvous variables it needs (RANK, MASTER_PORT, ...);
+    - a multi-process CPU run: OMP_NUM_THREADS = this rank's share of the cores (also for worker processes
+      started later, e.g. by datasets.map), unless the user set it;
+    - ranks other than 0: no progress bars, info logs or Python warnings (rank 0 shows the same ones). datasets'
+      bars stay on: those ranks read rank 0's cached preprocessing, so a bar from them means they tokenised again.
+    """
+    from .extras.distributed import rank_cpu_threads, rendezvous_variables
+    from .extras.processes import is_main_process, world_size
+
+    os.environ.update(rendezvous_variables(uses_deepspeed))
+    threads = rank_cpu_threads()
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    if world_size() > 1 and not is_main_process():
+        import warnings
+
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        warnings.filterwarnings("ignore")
+
+
+def run_config(args: Any = None, callbacks: Optional[list[Any]] = None) -> Any:
+    """What ``llmtuner train`` and ``src/train_bash.py`` run: the config read once, then routed.
+
+    A ``curriculum:`` block trains its stages (train/curriculum.py), ``stage: eval`` evaluates on benchmarks
+    (eval/evaluator.py), anything else is one training run (``train.tuner.run_exp``). ``args`` is a dict, an argv
+    list or None (sys.argv). Returns the metrics (or the curriculum summary).
+    """
+    from .hparams.parser import read_args
+
+    raw = read_args(args)  # a missing or broken config fails here, before torch is imported
+    prepare_process(uses_deepspeed=bool(raw.get("deepspeed")))
+    if "curriculum" in raw:
+        from .train.curriculum import run_curriculum
+
+        return run_curriculum({**env_defaults(), **raw}, callbacks)
+    if raw.get("stage") == "eval":  # benchmark evaluation has its own arguments (task, task_dir, save_dir ...)
+        from .eval.evaluator import run_eval
+
+        return run_eval(raw)
+    from .train.tuner import run_exp
+
+    return run_exp({**env_defaults(), **raw}, callbacks)
+
+
 def _train(argv: list[str]) -> int:
     if argv in (["-h"], ["--help"]):
         print(f"usage: llmtuner train <config.yaml> [key=value | --key value ...]\nexample: {EXAMPLE}")
         return 0
     if not argv:
         raise ConfigError("train needs a config file or arguments.", f"For example: {EXAMPLE}")
-    from .hparams.parser import read_args
-
-    args = read_args(argv)  # a missing or broken config fails here, before torch is imported
-    from .train.tuner import run_exp
-
-    run_exp(args)
+    run_config(argv)
     return 0
 
 
@@ -64,6 +118,7 @@ def _eval(argv: list[str]) -> int:
         return code
     from .eval.evaluator import run_eval
 
+    prepare_process()
     run_eval(argv)
     return 0
 
@@ -88,14 +143,21 @@ def _curriculum(argv: list[str]) -> int:
     args = read_args(argv)
     from .train.curriculum import run_curriculum
 
-    run_curriculum(args)
+    run_curriculum({**env_defaults(), **args})
     return 0
 
 
 def _sweep(argv: list[str]) -> int:
-    from .train.sweep import sweep_main
+    from .train.sweep import USAGE, run_sweep, split_sweep_argv
 
-    return sweep_main(argv)
+    if argv in (["-h"], ["--help"]) or not argv:
+        print(USAGE)
+        return 0 if argv else 2
+    ratios, metric, tolerance, rest = split_sweep_argv(argv)
+    from .hparams.parser import read_args
+
+    run_sweep({**env_defaults(), **read_args(rest)}, ratios, metric, tolerance)
+    return 0
 
 
 EXPORT_EXAMPLE = ("llmtuner export model_name_or_path=models/tiny-qwen2 adapter_name_or_path=saves/tiny-qwen2/lora/sft "

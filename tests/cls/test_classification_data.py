@@ -133,9 +133,11 @@ def test_cls_task_keeps_one_task_of_a_multi_task_file(tmp_path, bert_tokenizer):
 
 
 def test_refused_settings(tmp_path, bert_tokenizer):
-    with pytest.raises(ConfigError, match="tokenized_path is not supported by stage cls"):
-        get_classification_dataset(bert_tokenizer, DataArguments(dataset=["x"], tokenized_path=str(tmp_path)),
-                                   _training_args(tmp_path), 16)
+    from llmtuner.hparams.parser import check_train_args_early
+
+    with pytest.raises(ConfigError, match="tokenized_path is not supported by stage cls"):  # before anything loads
+        check_train_args_early({"stage": "cls", "model_name_or_path": "m", "dataset": "x",
+                                "output_dir": str(tmp_path / "o"), "tokenized_path": str(tmp_path)})
     with pytest.raises(ConfigError, match="needs the label set"):
         get_classification_dataset(bert_tokenizer, DataArguments(eval_dataset=["question_type_cls"],
                                                                  dataset_dir=str(REPO_DATA)),

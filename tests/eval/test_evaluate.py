@@ -13,7 +13,7 @@ from llmtuner.eval.benchmarks import load_benchmark, load_mapping
 from llmtuner.eval.evaluator import run_eval
 from llmtuner.eval.gsm8k import extract_answer
 from llmtuner.extras.errors import ConfigError, ModelError
-from llmtuner.train.tuner import run_exp
+from llmtuner.cli import run_config as run_exp  # the entry layer routes curriculum / stage eval configs
 
 from ..e2e.conftest import PYTHON
 

@@ -10,7 +10,7 @@ import yaml
 
 from llmtuner.extras import env
 from llmtuner.extras.errors import ConfigError, DependencyError
-from llmtuner.hparams import parser
+from llmtuner.hparams import parser, rules
 from llmtuner.hparams.parser import get_infer_args, get_train_args, read_args, save_run_args
 
 
@@ -136,20 +136,20 @@ def test_train_args_from_yaml_with_overrides(tmp_path, base):
 
 
 def test_run_defaults_fill_only_unset_keys(base, monkeypatch):
-    monkeypatch.setattr(parser, "has_cuda", lambda: False)
+    monkeypatch.setattr(rules, "has_cuda", lambda: False)
     _, _, training_args, _, _ = get_train_args(base)
     assert training_args.do_train is True
     assert training_args.report_to == []  # "none"
     assert training_args.remove_unused_columns is False
     assert training_args.use_cpu is True
 
-    monkeypatch.setattr(parser, "has_cuda", lambda: True)
+    monkeypatch.setattr(rules, "has_cuda", lambda: True)
     _, _, training_args, _, _ = get_train_args(base)
     assert training_args.use_cpu is False
 
 
 def test_values_the_user_set_are_kept(base, monkeypatch):
-    monkeypatch.setattr(parser, "has_cuda", lambda: False)
+    monkeypatch.setattr(rules, "has_cuda", lambda: False)
     args = {**base, "do_eval": True, "do_train": False, "use_cpu": False, "eval_dataset": "demo"}
     _, _, training_args, _, _ = get_train_args(args)
     assert (training_args.do_train, training_args.do_eval, training_args.use_cpu) == (False, True, False)
@@ -333,7 +333,7 @@ def test_run_args_yaml_round_trips(base, tmp_path):
     args = {**base, "lora_rank": "4", "learning_rate": "1e-4", "logging_steps": 3, "lora_target": "q_proj,v_proj",
             "default_system": "你是一个有用的助手。", "lr_scheduler_type": "cosine"}
     parsed = get_train_args(args)
-    path = save_run_args(str(tmp_path / "saved"), read_args(args))
+    path = save_run_args(str(tmp_path / "saved"), read_args(args), parsed)
     assert path == tmp_path / "saved" / "run_args.yaml"
     text = path.read_text(encoding="utf-8")
     assert "lora_rank: 4\n" in text and "learning_rate: 0.0001\n" in text and "你是一个有用的助手。" in text
@@ -347,8 +347,9 @@ def test_run_args_yaml_round_trips(base, tmp_path):
 
 
 def test_run_args_written_on_the_main_process_only(base, tmp_path, monkeypatch):
+    parsed = get_train_args(base)
     monkeypatch.setenv("RANK", "1")
-    path = save_run_args(str(tmp_path / "saved"), base)
+    path = save_run_args(str(tmp_path / "saved"), base, parsed)
     assert path == tmp_path / "saved" / "run_args.yaml" and not path.exists()
 
 
@@ -379,3 +380,25 @@ def test_yaml_one_one_boolean_words_stay_text_on_the_command_line():
     assert read_args(["save_strategy=no", "do_train=true", "bf16=False"]) == {
         "save_strategy": "no", "do_train": True, "bf16": False,
     }
+
+
+# ---- deprecated names and where a key came from ----
+
+def test_old_flag_names_are_accepted_with_a_warning(monkeypatch):
+    from llmtuner.hparams.convert import resolve_aliases
+
+    warnings = []
+    monkeypatch.setattr("llmtuner.extras.logging.logging.Logger.warning", lambda self, message: warnings.append(message))
+    assert resolve_aliases({"export_overwrite": True}) == {"overwrite_export_dir": True}
+    assert warnings == ["export_overwrite is deprecated: it is now called overwrite_export_dir (same meaning)."]
+    with pytest.raises(ConfigError, match="Both export_overwrite and overwrite_export_dir are set."):
+        resolve_aliases({"export_overwrite": True, "overwrite_export_dir": False})
+
+
+def test_an_unknown_key_in_a_yaml_file_names_the_file_and_line(tmp_path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("model_name_or_path: m\n# the learning rate\nlerning_rate: 1.0e-4\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        get_train_args([str(config), "lora_rnak=4"])
+    assert info.value.message == (f"Unknown arguments: lerning_rate (did you mean learning_rate?) (set in {config}, "
+                                  "line 3), lora_rnak (did you mean lora_rank or local_rank?) (set on the command line).")

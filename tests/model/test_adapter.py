@@ -262,10 +262,14 @@ def test_adapter_targeting_missing_modules_does_not_fit(tiny_qwen2_dir, qwen2_to
     assert info.value.message.startswith(f"The adapter in {tmp_path} does not fit the model {tiny_qwen2_dir}")
 
 
-def test_adapter_needs_lora(tiny_qwen2_dir, qwen2_tokenizer, saved_adapters):
+def test_adapter_needs_lora_before_the_model_loads(tiny_qwen2_dir, saved_adapters, tmp_path):
+    from llmtuner.hparams.parser import check_train_args_early
+
     (first, _), _ = saved_adapters
     with pytest.raises(ConfigError) as info:
-        _load(tiny_qwen2_dir, qwen2_tokenizer, finetuning_type="full", adapters=first)
+        check_train_args_early({"model_name_or_path": str(tiny_qwen2_dir), "adapter_name_or_path": str(first),
+                                "finetuning_type": "full", "dataset": "sft_demo_zh_en", "template": "qwen",
+                                "output_dir": str(tmp_path / "out")})
     assert info.value.message == "adapter_name_or_path is set but finetuning_type=full; adapters are LoRA weights."
 
 

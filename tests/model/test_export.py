@@ -153,7 +153,7 @@ def test_non_empty_export_dir_is_refused_unless_overwrite(tiny_qwen2_dir, tmp_pa
     with pytest.raises(ConfigError) as info:
         export_model(args)
     assert info.value.message == f"export_dir={out} already holds files (notes.txt)."
-    assert "export_overwrite: true" in info.value.hint
+    assert "overwrite_export_dir: true" in info.value.hint
     export_model({**args, "export_overwrite": True})
     assert not (out / "notes.txt").exists() and (out / "model.safetensors").is_file()
 

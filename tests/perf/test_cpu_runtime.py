@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 # Threads as llmtuner sets them, next to what torch then reports.
 _THREADS_PROBE = """
@@ -21,6 +23,7 @@ print(json.dumps({"threads": threads, "torch": torch.get_num_threads()}))
 # mmap handed back to the kernel (which the next step would page-fault in again, 4 KiB at a time).
 _MALLOC_PROBE = """
 import ctypes, json, sys
+from llmtuner.cli import env_defaults
 from llmtuner.extras.cpu_runtime import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
@@ -32,7 +35,8 @@ libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 libc.mallinfo2.restype = MallInfo2
-applied = keep_freed_memory()
+# what a run does: LLMTUNER_MALLOC_TUNING=0 becomes malloc_tuning: false in the CLI layer
+applied = env_defaults().get("malloc_tuning", True) and keep_freed_memory()
 mmapped_before = libc.mallinfo2().hblkhd
 block = libc.malloc(96 * 2**20)
 ctypes.memset(block, 1, 96 * 2**20)
@@ -66,9 +70,24 @@ def test_malloc_tuning_respects_the_users_choice():
 
 
 def test_torch_threads_follow_usable_cores_unless_omp_num_threads_is_set():
-    from llmtuner.extras.cpu_runtime import cpu_threads
-
     default = _probe(_THREADS_PROBE)
-    assert default["threads"] == default["torch"] == cpu_threads()
-    assert 1 <= cpu_threads() <= len(os.sched_getaffinity(0))
+    assert default["threads"] == default["torch"] and 1 <= default["torch"] <= len(os.sched_getaffinity(0))
     assert _probe(_THREADS_PROBE, OMP_NUM_THREADS="1")["torch"] == 1
+
+
+@pytest.mark.parametrize(("affinity", "physical", "hyperthreads", "quota", "expected"), [
+    (64, 32, 64, 2, 2),    # docker --cpus 2 on a 32-core machine: the quota
+    (8, 32, 64, None, 4),  # taskset to 8 logical CPUs = 4 hyper-threaded cores
+    (16, 16, 16, None, 16),  # no hyper-threading, no quota: every core in the mask
+    (4, 16, 16, 8, 4),     # the affinity mask is narrower than the quota
+])
+def test_cpu_threads_counts_the_cores_this_process_may_use(monkeypatch, affinity, physical, hyperthreads, quota,
+                                                           expected):
+    import psutil
+
+    from llmtuner.extras import cpu_runtime
+
+    monkeypatch.setattr(cpu_runtime.os, "sched_getaffinity", lambda pid: set(range(affinity)))
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: hyperthreads if logical else physical)
+    monkeypatch.setattr(cpu_runtime, "_cgroup_cpu_quota", lambda: quota)
+    assert cpu_runtime.cpu_threads() == expected

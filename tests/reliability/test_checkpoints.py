@@ -16,7 +16,7 @@ from llmtuner.extras.checkpoints import (
 )
 from llmtuner.extras.errors import ConfigError
 from llmtuner.train.callbacks import _keep_log_until
-from llmtuner.train.checkpointing import AtomicCheckpointMixin, remove_replaced_checkpoints, with_atomic_checkpoints
+from llmtuner.train.checkpointing import AtomicCheckpointMixin, remove_replaced_checkpoints
 
 
 def _checkpoint(output_dir: Path, step: int, state: str | None = "complete") -> Path:
@@ -104,12 +104,17 @@ def test_overwrite_removes_only_the_replaced_runs_checkpoints(run_dir):
     assert sorted(path.name for path in run_dir.iterdir()) == ["notes.txt", "trainer_log.jsonl"]
 
 
-def test_atomic_trainer_class_keeps_its_name_and_is_built_once():
+def test_llmtuner_trainer_is_one_class_with_atomic_checkpoints_and_the_chunked_loss():
     from transformers import Seq2SeqTrainer
 
-    cls = with_atomic_checkpoints(Seq2SeqTrainer)
-    assert cls.__name__ == "Seq2SeqTrainer" and issubclass(cls, (AtomicCheckpointMixin, Seq2SeqTrainer))
-    assert with_atomic_checkpoints(Seq2SeqTrainer) is cls and with_atomic_checkpoints(cls) is cls
+    from llmtuner.train.chunked_loss import ChunkedLossMixin
+    from llmtuner.train.trainer import LlmtunerTrainer, LlmtunerTrainerMixin
+
+    assert issubclass(LlmtunerTrainer, (LlmtunerTrainerMixin, AtomicCheckpointMixin, ChunkedLossMixin, Seq2SeqTrainer))
+    order = LlmtunerTrainer.__mro__
+    # the mixins come before the Trainer, so their _save_checkpoint / compute_loss are the ones called
+    assert order.index(AtomicCheckpointMixin) < order.index(Seq2SeqTrainer)
+    assert order.index(ChunkedLossMixin) < order.index(Seq2SeqTrainer)
 
 
 def test_resuming_from_another_folder_into_a_folder_that_holds_a_run_is_refused(run_dir, tmp_path, tiny_qwen2_dir):

@@ -10,6 +10,7 @@ import pytest
 from transformers import TrainerCallback
 
 from llmtuner.extras.checkpoints import incomplete_reason, latest_checkpoint
+from llmtuner.extras.errors import TrainingStopped
 from llmtuner.train.signals import GracefulStopCallback
 from llmtuner.train.tuner import run_exp
 
@@ -57,10 +58,10 @@ class _SendSignalAt(TrainerCallback):
 def test_sigterm_stops_at_that_step_with_a_complete_checkpoint(tiny_qwen2_dir, tmp_path, capsys):
     out = tmp_path / "out"
     handler_before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(SystemExit) as stopped:
+    with pytest.raises(TrainingStopped) as stopped:
         run_exp(train_args(tiny_qwen2_dir, out, save_steps=1000), callbacks=[_SendSignalAt(3, signal.SIGTERM)])
 
-    assert stopped.value.code == 128 + signal.SIGTERM
+    assert stopped.value.exit_code == 128 + signal.SIGTERM and stopped.value.signal_number == signal.SIGTERM
     assert latest_checkpoint(out) == out / "checkpoint-3" and incomplete_reason(out / "checkpoint-3") is None
     assert len(losses(out)) == 3 and not (out / "adapter_model.safetensors").exists()
     assert "Training stopped by SIGTERM at step 3 of 5" in capsys.readouterr().err

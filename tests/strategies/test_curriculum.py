@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 
 from llmtuner.extras.errors import ConfigError, DatasetError
 from llmtuner.train.curriculum import split_curriculum
-from llmtuner.train.tuner import run_exp
+from llmtuner.cli import run_config as run_exp  # the entry layer routes curriculum / stage eval configs
 
 from .conftest import train_args
 

@@ -38,7 +38,10 @@ def test_sweep_trains_nested_subsets_and_reports(tiny_qwen2_dir, two_tasks, tmp_
     assert [(run["samples"], run["steps"], run["eval_samples"]) for run in runs] == [(22, 6, 4), (44, 11, 4)]
     assert runs[0]["tokens"] < runs[1]["tokens"]
     assert all(math.isfinite(run["metrics"]["eval_loss"]) for run in runs)
-    assert result["metric"] == "eval_loss" and result["recommended_ratio"] in (0.5, 1.0)
+    losses = {run["ratio"]: run["metrics"]["eval_loss"] for run in runs}
+    best = min(losses.values())
+    expected = min(ratio for ratio, loss in losses.items() if loss <= best + 0.02 * abs(best))  # default tolerance
+    assert result["metric"] == "eval_loss" and result["recommended_ratio"] == expected
 
     # each run's recorded arguments select nested training rows
     recorded = [json.loads((Path(run["output_dir"]) / "series_run.json").read_text())["args"] for run in runs]
@@ -132,3 +135,37 @@ def test_command_line_and_config_errors(tmp_path):
     with pytest.raises(ConfigError) as info:
         split_sweep_argv(["cfg.yaml", "--ratios", "lr=1"])
     assert info.value.message == "--ratios needs numbers after it."
+    assert split_sweep_argv(["cfg.yaml", "--ratios=0.6,0.2"])[0] == [0.2, 0.6]
+    for argv, bad in ((["--ratios=abc"], "abc"), (["--ratios=0.2,x"], "x"), (["--ratios", "0.2", "x"], "x")):
+        with pytest.raises(ConfigError) as info:  # never the default ratios, never a silently dropped one
+            split_sweep_argv(["cfg.yaml", *argv])
+        assert info.value.message == f"--ratios: {bad!r} is not a number."
+    with pytest.raises(ConfigError, match="--tolerance"):
+        split_sweep_argv(["cfg.yaml", "--tolerance", "-1"])
+
+
+def test_recommend_picks_the_cheapest_ratio_within_tolerance_of_the_best():
+    runs = [{"ratio": 0.2, "metrics": {"m": 1.10}}, {"ratio": 0.5, "metrics": {"m": 1.01}},
+            {"ratio": 1.0, "metrics": {"m": 1.00}}]
+    assert recommend(runs, "m", higher_is_better=False, tolerance=0.02) == 0.5
+    assert recommend(runs, "m", higher_is_better=False, tolerance=0.2) == 0.2
+    assert recommend(runs, "m", higher_is_better=False, tolerance=0.0) == 1.0
+    assert recommend(runs, "m", higher_is_better=True, tolerance=0.0) == 0.2  # accuracy-like: 1.10 is the best
+
+
+def test_series_refuse_tokenized_path_and_switched_off_phases(tmp_path):
+    from llmtuner.train.curriculum import split_curriculum
+
+    base = {"model_name_or_path": "m", "dataset": "d", "output_dir": str(tmp_path / "o"), "val_size": 0.1}
+    with pytest.raises(ConfigError, match="tokenized_path=.* cannot be used by a sweep"):
+        run_sweep({**base, "tokenized_path": str(tmp_path / "tok")})
+    with pytest.raises(ConfigError) as info:
+        run_sweep({**base, "do_eval": False})
+    assert info.value.message.startswith("do_eval=False, but every sweep run trains and evaluates")
+    stages = {"stages": [{"name": "a", "tasks": ["x"]}]}
+    with pytest.raises(ConfigError, match="tokenized_path=.* cannot be used by a curriculum"):
+        split_curriculum({"output_dir": "o", "curriculum": stages, "tokenized_path": "tok"})
+    for key in ("dataset", "dataset_ratios"):  # each stage sets them: a top-level value would be replaced
+        with pytest.raises(ConfigError) as info:
+            split_curriculum({"output_dir": "o", "curriculum": stages, key: "1"})
+        assert info.value.message.startswith(f"{key}='1' is set at the top level, but each curriculum stage sets")

@@ -17,11 +17,11 @@ import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional, TextIO, Union
 
 from ..extras.errors import ConfigError, DatasetError
+from ..extras.files import write_text_atomically
 from ..extras.logging import get_logger
 from ..extras.user_files import parse_json_records, read_user_text
 
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 # Keys of `llmtuner predict` besides the model ones (model_name_or_path, adapter_name_or_path, cutoff_len, ...).
-PREDICT_KEYS = ("text", "input_file", "output_file", "batch_size", "overwrite_output_file")
 INTERACTIVE_PROMPT = "\nText: "
 TEXT_KEYS = ("text", "sentence", "content")  # a row's text, else its instruction + input
 GOLD_KEYS = ("label", "output")  # a row's expected label, when the file has one
@@ -53,12 +52,18 @@ class TextClassifier:
     def from_args(cls, args: Union[dict[str, Any], list[str], None] = None) -> "TextClassifier":
         """Load from inference arguments: model_name_or_path, adapter_name_or_path (the cls run's output_dir for
         LoRA), cutoff_len, torch_dtype, ... Raises ModelError when no label map is found (not a cls run)."""
-        from ..extras.errors import ModelError
         from ..hparams.parser import get_infer_args
+
+        model_args, data_args, finetuning_args, _ = get_infer_args(args)
+        return cls.from_parsed(model_args, data_args, finetuning_args)
+
+    @classmethod
+    def from_parsed(cls, model_args: Any, data_args: Any, finetuning_args: Any) -> "TextClassifier":
+        """``from_args`` for arguments parsed already."""
+        from ..extras.errors import ModelError
         from ..model import load_tokenizer
         from ..model.classifier import classifier_max_length, load_classifier, read_label_map
 
-        model_args, data_args, finetuning_args, _ = get_infer_args(args)
         label_map = read_label_map(model_args)
         if label_map is None:
             where = (model_args.adapter_name_or_path or [model_args.model_name_or_path])[-1]
@@ -215,26 +220,17 @@ def points_at_classifier(argv: Union[dict[str, Any], list[str], None]) -> bool:
 def run_predict(argv: Union[dict[str, Any], list[str], None] = None) -> int:
     """``llmtuner predict``: ``text=...`` prints one JSON result; ``input_file=... output_file=...`` classifies a
     file; neither starts the interactive mode."""
-    from ..hparams.parser import read_args
+    from ..hparams.parser import get_predict_args
 
-    values = read_args(argv)
-    options = {key: values.pop(key) for key in PREDICT_KEYS if key in values}
-    batch_size = options.get("batch_size", 32)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} is not a positive whole number.", "Set e.g. batch_size=32.")
-    if bool(options.get("input_file")) != bool(options.get("output_file")):
-        raise ConfigError("input_file and output_file go together.",
-                          "Pass both: input_file=<rows to classify> output_file=<predictions.jsonl>.")
-    if options.get("text") and options.get("input_file"):
-        raise ConfigError("Pass either text or input_file, not both.", "Classify one text, or one file.")
-    if options.get("input_file"):
-        read_rows(str(options["input_file"]))  # a bad input file fails before the model loads
-    classifier = TextClassifier.from_args(values)
-    if options.get("text"):
-        print(json.dumps(classifier.predict(str(options["text"])), ensure_ascii=False))
-    elif options.get("input_file"):
-        summary = classifier.predict_file(str(options["input_file"]), str(options["output_file"]), batch_size,
-                                          overwrite=bool(options.get("overwrite_output_file")))
+    model_args, data_args, finetuning_args, _, options = get_predict_args(argv)
+    if options.input_file:
+        read_rows(options.input_file)  # a bad input file fails before the model loads
+    classifier = TextClassifier.from_parsed(model_args, data_args, finetuning_args)
+    if options.text:
+        print(json.dumps(classifier.predict(options.text), ensure_ascii=False))
+    elif options.input_file:
+        summary = classifier.predict_file(options.input_file, options.output_file, options.batch_size,
+                                          overwrite=options.overwrite_output_file)
         print(f"Wrote {summary['rows']} predictions to {os.path.abspath(summary['output_file'])}")
         if "metrics" in summary:
             metrics = summary["metrics"]
@@ -246,14 +242,5 @@ def run_predict(argv: Union[dict[str, Any], list[str], None] = None) -> int:
 
 
 def _write_jsonl_atomically(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write to a temporary sibling and rename, so an interrupted run leaves no half-written predictions file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as sink:
-            for row in rows:
-                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Written whole or not at all (extras/files.py), so an interrupted run leaves no half-written predictions."""
+    write_text_atomically(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

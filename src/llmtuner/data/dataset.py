@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Optional
 
-from ..extras.errors import DatasetError
+from ..extras.errors import DatasetError, PreprocessingDone
 from ..extras.logging import get_logger
 from .preprocess.packing import pack_supervised_dataset
 from .preprocess.pretrain import preprocess_pretrain_dataset
@@ -37,7 +37,11 @@ def _tokenize(
     tokenizer: "PreTrainedTokenizer",
     data_args: "DataArguments",
     pack: bool = False,
+    split: str = "training",
+    source: str = "",
 ) -> "Dataset":
+    """Tokenise the rows of one split; ``split`` ("training" / "evaluation") and ``source`` (which datasets the
+    rows came from) name it in the error raised when no sample survives."""
     if stage == "pt":
         fn = partial(preprocess_pretrain_dataset, tokenizer=tokenizer, data_args=data_args)
     else:
@@ -59,8 +63,9 @@ def _tokenize(
             f"cutoff_len={data_args.cutoff_len}: {_describe_samples(dataset, empty)} (raise cutoff_len to keep them)."
         )
     if len(tokenized) == 0:
+        source = source or f"dataset(s) {', '.join(data_args.dataset or [])}"
         raise DatasetError(
-            f"No training sample is left after tokenisation of dataset(s) {', '.join(data_args.dataset or [])}.",
+            f"No {split} sample is left after tokenisation of {source}.",
             f"Every sample lost its response to truncation: raise cutoff_len (now {data_args.cutoff_len}).",
         )
     return _pack(tokenized, data_args) if pack else tokenized
@@ -195,7 +200,10 @@ def get_dataset(
         pack_eval = data_args.packing and not training_args.predict_with_generate
         evaluation = None
         if eval_rows is not None:
-            evaluation = _tokenize(eval_rows, stage, template, tokenizer, data_args, pack=pack_eval)
+            source = (f"eval_dataset {', '.join(data_args.eval_dataset)}" if data_args.eval_dataset else
+                      f"the val_size split of dataset(s) {', '.join(data_args.dataset or [])}")
+            evaluation = _tokenize(eval_rows, stage, template, tokenizer, data_args, pack=pack_eval,
+                                   split="evaluation", source=source)
 
     if training_args.should_log:
         _log_summary("train", train)
@@ -208,9 +216,10 @@ def get_dataset(
         if training_args.should_save:
             splits = {"train": train, **({"validation": evaluation} if evaluation is not None else {})}
             DatasetDict(splits).save_to_disk(data_args.tokenized_path)
-            logger.info(f"Tokenised datasets saved to {data_args.tokenized_path}.")
             print(f"Tokenised datasets saved to {data_args.tokenized_path}; run again with the same "
                   f"tokenized_path to train on them.")
-        raise SystemExit(0)
+        # Saving the tokenised data is the whole job of this run (as in LLaMA-Factory): stop before the model loads.
+        raise PreprocessingDone(f"Tokenised datasets saved to {data_args.tokenized_path}; run again with the same "
+                                "tokenized_path to train on them.")
 
     return DatasetModule(train, evaluation)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..extras.logging import get_logger
 
@@ -20,17 +19,11 @@ _CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuan
               "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Droid Sans Fallback", "AR PL UMing CN")
 
 
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (servers have no display), with a CJK font when one is installed."""
-    import matplotlib
+def new_figure(figsize: tuple[float, float]) -> "Figure":
+    """A Figure on the Agg canvas (servers have no display; pyplot's global state is not touched)."""
+    from ..extras.plotting import new_figure as agg_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    font = cjk_font()
-    if font and font not in plt.rcParams["font.sans-serif"]:
-        plt.rcParams["font.sans-serif"] = [font, *plt.rcParams["font.sans-serif"]]
-    return plt
+    return agg_figure(figsize)
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,24 +52,25 @@ def _warn_no_cjk_font() -> None:
 
 
 def save_figure(figure: "Figure", path: str | Path) -> Path:
-    """Save ``figure`` as PNG through a temporary file, so an interrupted run never leaves a broken image."""
-    import matplotlib.pyplot as plt
+    """Save ``figure`` as PNG through a temporary file, so an interrupted run never leaves a broken image. Text is
+    drawn with a CJK font when one is installed (fonts are looked up when drawing, so a temporary rc context is
+    enough; the process's matplotlib settings stay as they were)."""
+    import matplotlib
 
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    figure.tight_layout()
-    figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    from ..extras.plotting import save_png
+
+    font = cjk_font()
+    fonts = {"font.sans-serif": [font, *matplotlib.rcParams["font.sans-serif"]]} if font else {}
+    with matplotlib.rc_context(fonts):
+        figure.tight_layout()
+        return save_png(figure, path)
 
 
 def radar_chart(axes_names: Sequence[str], series: dict[str, Sequence[float]], path: str | Path, title: str) -> Path:
     """One closed polygon per series over ``axes_names`` (values 0-1, e.g. accuracies); returns the PNG path."""
-    plt = pyplot()
     names = display_labels(axes_names)
     angles = [2 * math.pi * index / len(names) for index in range(len(names))]
-    figure = plt.figure(figsize=(7, 7))
+    figure = new_figure(figsize=(7, 7))
     axes = figure.add_subplot(projection="polar")
     for label, values in series.items():
         values = list(values)
@@ -92,9 +86,9 @@ def radar_chart(axes_names: Sequence[str], series: dict[str, Sequence[float]], p
 def drop_bar_chart(names: Sequence[str], deltas: Sequence[float], threshold: float, path: str | Path,
                    title: str) -> Path:
     """Horizontal bars of accuracy changes (largest drop on top); bars beyond ``-threshold`` in red."""
-    plt = pyplot()
     labels = display_labels(names)
-    figure, axes = plt.subplots(figsize=(8, max(3.0, 0.35 * len(labels) + 1.5)))
+    figure = new_figure(figsize=(8, max(3.0, 0.35 * len(labels) + 1.5)))
+    axes = figure.subplots()
     colors = ["#d62728" if delta < -threshold else ("#1f77b4" if delta < 0 else "#2ca02c") for delta in deltas]
     positions = list(range(len(labels)))[::-1]
     axes.barh(positions, [100 * delta for delta in deltas], color=colors)

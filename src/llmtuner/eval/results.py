@@ -8,12 +8,12 @@ renamed, so an interrupted run leaves either the old files or the new ones, neve
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from statistics import mean
 from typing import Any, Iterable
 
 from ..extras.errors import ConfigError
+from ..extras.files import check_folder_empty, write_text_atomically
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -52,23 +52,7 @@ def check_save_dir(save_dir: str | None, overwrite: bool, what: str = "save_dir"
     """The output folder, refused when it holds files and ``overwrite`` is off (nothing is written here)."""
     if not save_dir:
         raise ConfigError(f"{what} is not set.", f"Add {what}: <folder for the results>.")
-    folder = Path(save_dir)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{what}={save_dir} is a file, not a folder.", f"Choose a folder path for {what}.")
-    if folder.is_dir() and not overwrite:
-        entries = sorted(entry.name for entry in folder.iterdir())
-        if entries:
-            shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-            raise ConfigError(f"{what}={save_dir} already holds files ({shown}).",
-                              f"Choose a new {what}, or set overwrite_{what}: true to replace the results in it.")
-    return folder
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    return check_folder_empty(save_dir, overwrite, what, f"overwrite_{what}")
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -7,17 +7,16 @@ predictions.jsonl are those of a single-process run; only rank 0 writes them. Wi
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from typing import Any
 
-from ..extras.distributed import world_size
+from ..extras.processes import local_rank, rank, world_size
 from .benchmarks import Benchmark
 
 
 def eval_rank_and_world() -> tuple[int, int]:
     """(this process's rank, number of processes), (0, 1) without a launcher."""
-    return int(os.environ.get("RANK", "0")), world_size()
+    return rank(), world_size()
 
 
 def start_eval_processes() -> None:
@@ -33,7 +32,7 @@ def start_eval_processes() -> None:
     setup_process()
     if not dist.is_initialized():
         if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(local_rank())
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 

@@ -11,7 +11,8 @@ in again, 4 KiB at a time: about a third of the CPU time of a step of the tiny Q
 Serving them from the heap and keeping freed memory there (``M_MMAP_MAX=0``, a 2 GiB ``M_TRIM_THRESHOLD``, what
 ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` would set at start-up) removes that cost; peak RSS grows a little
 because freed blocks are reused rather than returned. Skipped when the user chose an allocator (``LD_PRELOAD`` of
-jemalloc/tcmalloc, or any ``MALLOC_*`` variable) or sets ``LLMTUNER_MALLOC_TUNING=0``.
+jemalloc/tcmalloc, or any ``MALLOC_*`` variable) or sets ``malloc_tuning: false`` (recorded in run_args.yaml; the
+CLI turns ``LLMTUNER_MALLOC_TUNING=0`` into that argument).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 from typing import TYPE_CHECKING, Optional
 
 from .logging import get_logger
+from .processes import world_size
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -34,15 +36,15 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameter numbers from glibc'
 _KEEP_FREED_BYTES = 2**31 - 1  # mallopt takes an int
 
 
-def configure_cpu_runtime(training_args: "TrainingArguments") -> None:
-    """Threads and allocator for a CPU run; does nothing on a GPU run. Call before data or model loading."""
-    from .distributed import world_size
-
+def configure_cpu_runtime(training_args: "TrainingArguments", malloc_tuning: bool = True) -> None:
+    """Threads and (with ``malloc_tuning``) the allocator for a CPU run; does nothing on a GPU run. Call before
+    data or model loading."""
     if not (training_args.use_cpu or training_args.device.type == "cpu"):
         return
     if world_size() <= 1:
         set_torch_threads()
-    keep_freed_memory()
+    if malloc_tuning:
+        keep_freed_memory()
 
 
 def cpu_threads() -> int:
@@ -74,7 +76,7 @@ def set_torch_threads() -> int:
 
 def keep_freed_memory() -> bool:
     """Make glibc serve large allocations from the heap and keep freed memory; returns True when applied."""
-    if os.environ.get("LLMTUNER_MALLOC_TUNING") == "0" or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return False
     if "malloc" in os.environ.get("LD_PRELOAD", "") or any(name.startswith("MALLOC_") for name in os.environ):
         return False  # the user chose an allocator or its settings
@@ -84,7 +86,7 @@ def keep_freed_memory() -> bool:
     applied = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES) == 1
     if applied:
         logger.info("CPU run: large tensors are kept in the malloc heap between steps (no page faults); "
-                    "LLMTUNER_MALLOC_TUNING=0 turns this off.")
+                    "malloc_tuning: false (or LLMTUNER_MALLOC_TUNING=0) turns this off.")
     return applied
 
 

@@ -10,7 +10,7 @@ DeepSpeed's:
   usable cores (``cpu_runtime.cpu_threads``) // local processes (what ``deepspeed --bind_cores_to_rank``
   gives), at least 1.
 - Quiet copies: only rank 0 prints progress bars, info logs and library warnings; every rank still prints
-  errors.
+  errors (set by the CLI layer, ``cli.prepare_process``, from ``rendezvous_variables`` / ``rank_cpu_threads``).
 - DeepSpeed without a launcher: the single-process rendezvous variables it needs.
 - DeepSpeed ZeRO-3 on CPU: see ``connect_deepspeed_comm``; and hide the deprecation notices DeepSpeed's calls
   into torch.distributed raise at every ZeRO-3 step.
@@ -19,10 +19,11 @@ DeepSpeed's:
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from .env import has_cuda
-from .logging import get_logger, is_main_process
+from .logging import get_logger
+from .processes import local_world_size, world_size
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -30,38 +31,38 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 
-def world_size() -> int:
-    """Number of processes in the job (1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+def rendezvous_variables(uses_deepspeed: bool) -> dict[str, str]:
+    """The variables DeepSpeed needs when one process runs it without a launcher (``python src/train_bash.py``),
+    empty otherwise. The CLI layer sets them (``cli.prepare_process``); library code never writes os.environ."""
+    if not uses_deepspeed or "WORLD_SIZE" in os.environ:
+        return {}
+    # DeepSpeed always runs inside a process group; without a launcher it looks for MPI (mpi4py) instead.
+    # These are what `deepspeed --num_gpus 1` would set (transformers' docs do the same for notebooks).
+    wanted = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    return {name: value for name, value in wanted.items() if name not in os.environ}
 
 
-def local_world_size() -> int:
-    """Number of processes of the job on this machine."""
-    for name in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE"):  # torchrun / accelerate, deepspeed
-        if os.environ.get(name):
-            return int(os.environ[name])
-    return world_size()
+def rank_cpu_threads() -> Optional[int]:
+    """Threads for each process of a multi-process CPU run: usable cores // local processes (at least 1); None
+    when the run is single-process, on GPUs, or OMP_NUM_THREADS already says."""
+    if world_size() <= 1 or has_cuda() or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    from .cpu_runtime import cpu_threads
+
+    return max(1, cpu_threads() // local_world_size())
 
 
 def setup_process(uses_deepspeed: bool = False) -> None:
-    """Per-process settings: CPU threads and quiet non-main ranks in a multi-process run, and the rendezvous
-    variables DeepSpeed needs when one process runs it without a launcher (``python src/train_bash.py ...``).
+    """Per-process settings of a multi-process CPU run: this rank's share of the cores as torch threads.
 
     Call it before the training arguments are built: with ``deepspeed`` set, TrainingArguments already sets up the
     process group, and accelerate then gives each process all physical cores divided by LOCAL_WORLD_SIZE, which
     the deepspeed launcher does not set (it sets LOCAL_SIZE), so every process would take every core.
+    (The environment side, rendezvous variables, OMP_NUM_THREADS and quiet non-main ranks, is the CLI layer's:
+    ``cli.prepare_process``.)
     """
-    if uses_deepspeed and "WORLD_SIZE" not in os.environ:
-        # DeepSpeed always runs inside a process group; without a launcher it looks for MPI (mpi4py) instead.
-        # These are what `deepspeed --num_gpus 1` would set (transformers' docs do the same for notebooks).
-        for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"),
-                            ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(free_port()))):
-            os.environ.setdefault(name, value)
-    if world_size() <= 1:
-        return
-    if not is_main_process():
-        quiet_this_process()
-    if not has_cuda():
+    if world_size() > 1 and not has_cuda():
         limit_cpu_threads()
 
 
@@ -75,35 +76,15 @@ def free_port() -> int:
 
 
 def limit_cpu_threads() -> int:
-    """Give this process its share of the cores unless OMP_NUM_THREADS says otherwise; returns the thread count."""
+    """Give this process's torch its share of the cores (OMP_NUM_THREADS when set); returns the thread count."""
     import torch
 
-    from .cpu_runtime import cpu_threads
-
-    if os.environ.get("OMP_NUM_THREADS"):
-        threads = int(os.environ["OMP_NUM_THREADS"])
-    else:
-        threads = max(1, cpu_threads() // local_world_size())
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # also for worker processes started later (datasets.map)
+    threads = int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS") else rank_cpu_threads() or 1
+    if not os.environ.get("OMP_NUM_THREADS"):
         logger.info(f"OMP_NUM_THREADS is not set: {threads} CPU thread(s) for each of the {local_world_size()} "
                     "local processes (set OMP_NUM_THREADS to choose).")
     torch.set_num_threads(threads)
     return threads
-
-
-def quiet_this_process() -> None:
-    """No progress bars, info logs or Python warnings from a non-main rank: rank 0 already shows the same ones.
-
-    datasets' bars stay on: ranks other than 0 read rank 0's cached preprocessing, which shows no bar, so a bar
-    from them means they tokenised again.
-    """
-    import warnings
-
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore")
 
 
 def silence_deepspeed_deprecations() -> None:

@@ -35,3 +35,31 @@ class ModelError(LlmtunerError):
 
 class DependencyError(LlmtunerError):
     """An optional dependency that the chosen options need is not installed."""
+
+
+class RunStopped(Exception):
+    """A run that ended early on purpose, not by mistake: the CLI layer exits with ``exit_code`` and no traceback.
+
+    Library code raises it instead of calling ``sys.exit``, so a caller (a test, a notebook, a curriculum) decides
+    what stopping means for the process.
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class TrainingStopped(RunStopped):
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message, 128 + signal_number)
+        self.signal_number = signal_number
+
+
+class PreprocessingDone(RunStopped):
+    """A run that only tokenised its data into ``tokenized_path`` (the first run with that path): exit code 0."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 0)

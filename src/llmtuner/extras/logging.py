@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
+from .processes import is_main_process
+
 _FORMAT = "[%(levelname)s|%(name)s:%(lineno)d] %(asctime)s >> %(message)s"
-
-
-def is_main_process() -> bool:
-    """True on the process that writes logs/files (rank 0 under torchrun/deepspeed, always true otherwise)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -24,3 +20,6 @@ def get_logger(name: str) -> logging.Logger:
         root.setLevel(logging.INFO if is_main_process() else logging.WARNING)
         root.propagate = False
     return logging.getLogger(name if name.startswith("llmtuner") else f"llmtuner.{name}")
+
+
+__all__ = ["get_logger", "is_main_process"]

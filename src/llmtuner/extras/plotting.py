@@ -6,9 +6,12 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .logging import get_logger
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = get_logger(__name__)
 
@@ -26,13 +29,27 @@ def smooth(values: Sequence[float], weight: float | None = None) -> list[float]:
     return smoothed
 
 
+def new_figure(figsize: tuple[float, float] = (6.4, 4.8)) -> "Figure":
+    """A matplotlib Figure drawn by the Agg canvas: no pyplot, no backend or rcParams change in the process."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_png(figure: "Figure", path: str | Path, **savefig_kwargs: object) -> Path:
+    """Write ``figure`` as PNG through a temporary file (never a broken image), with the umask's permissions."""
+    from .files import write_file_atomically
+
+    return write_file_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100,
+                                                                        **savefig_kwargs))
+
+
 def plot_loss(output_dir: str, keys: Sequence[str] = ("loss", "eval_loss")) -> list[Path]:
-    """Plot each key found in ``trainer_state.json``'s log history to ``training_<key>.png``; returns written files."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless servers have no display
-    import matplotlib.pyplot as plt
-
+    """Plot each key found in ``trainer_state.json``'s log history to ``training_<key>.png`` (``loss`` to
+    ``training_loss.png``, ``eval_loss`` to ``training_eval_loss.png``); returns the files written."""
     state_file = Path(output_dir) / "trainer_state.json"
     if not state_file.is_file():
         logger.warning(f"No {state_file} to plot.")
@@ -44,17 +61,20 @@ def plot_loss(output_dir: str, keys: Sequence[str] = ("loss", "eval_loss")) -> l
         if not points:
             continue
         steps, values = zip(*points)
-        plt.figure()
-        plt.plot(steps, values, color="#1f77b4", alpha=0.4, label="original")
-        plt.plot(steps, smooth(values), color="#1f77b4", label="smoothed")
-        plt.title(f"{key} of {os.path.basename(os.path.abspath(output_dir))}")
-        plt.xlabel("step")
-        plt.ylabel(key)
-        plt.legend()
-        name = "training_loss.png" if key == "loss" else f"training_{key}.png"
-        path = Path(output_dir) / name
-        plt.savefig(path, format="png", dpi=100)
-        plt.close()
+        figure = new_figure()
+        axis = figure.add_subplot()
+        axis.plot(steps, values, color="#1f77b4", alpha=0.4, label="original")
+        axis.plot(steps, smooth(values), color="#1f77b4", label="smoothed")
+        axis.set_title(f"{key} of {os.path.basename(os.path.abspath(output_dir))}")
+        axis.set_xlabel("step")
+        axis.set_ylabel(key)
+        axis.legend()
+        path = save_png(figure, Path(output_dir) / plot_file_name(key))
         written.append(path)
-        logger.info(f"Loss plot saved to {path}")
+        logger.info(f"Plot of {key} saved to {path}")
     return written
+
+
+def plot_file_name(key: str) -> str:
+    """The PNG ``plot_loss`` writes for a logged key."""
+    return "training_loss.png" if key == "loss" else f"training_{key}.png"

@@ -29,8 +29,9 @@ class ExportArguments:
         default=False,
         metadata={"help": "Accepted for LLaMA-Factory configs; must stay false (only safetensors is written)."},
     )
-    export_overwrite: bool = field(
-        default=False, metadata={"help": "Replace the contents of a non-empty export_dir."}
+    overwrite_export_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the contents of a non-empty export_dir (formerly export_overwrite, still accepted)."},
     )
 
     def __post_init__(self) -> None:

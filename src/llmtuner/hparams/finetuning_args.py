@@ -50,7 +50,16 @@ class FinetuningArguments:
         metadata={"help": "pt/sft: cross-entropy at trained positions only, a chunk of logits at a time, gradients "
                   "formed in the same pass (no batch x length x vocabulary tensor; train/chunked_loss.py)."},
     )
-    plot_loss: bool = field(default=False, metadata={"help": "Write training_loss.png (and eval_loss.png)."})
+    plot_loss: bool = field(
+        default=False,
+        metadata={"help": "Write training_loss.png (and training_eval_loss.png when an eval split is logged; cls: "
+                  "training_eval_accuracy.png and training_eval_macro_f1.png)."},
+    )
+    malloc_tuning: bool = field(
+        default=True,
+        metadata={"help": "CPU runs: keep large freed tensors in the malloc heap instead of returning them to the "
+                  "kernel (no page faults every step; extras/cpu_runtime.py). LLMTUNER_MALLOC_TUNING=0 sets false."},
+    )
     # transformers 5 dropped TrainingArguments.overwrite_output_dir; the parser's output_dir check still needs it.
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow an output_dir that already holds files (its run is overwritten)."}

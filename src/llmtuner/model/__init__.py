@@ -1,8 +1,34 @@
 """Load the tokenizer and the model from a local folder and apply LoRA / freeze / full tuning.
 
-Importing this package stays free of torch; the heavy imports happen when a loader function runs.
+A recipe writes ``model = init_adapter(load_base_model(tokenizer, ...), ...)``; ``load_model`` is that line for
+callers that want both at once. Importing this package stays free of torch; the heavy imports happen when a
+loader function runs.
 """
 
-from .loader import check_adapter_path, check_model_path, load_model, load_tokenizer
+from __future__ import annotations
 
-__all__ = ["check_adapter_path", "check_model_path", "load_model", "load_tokenizer"]
+from typing import TYPE_CHECKING
+
+from .loader import load_base_model, load_tokenizer
+from .paths import check_adapter_path, check_model_path
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizer
+
+    from ..hparams import FinetuningArguments, ModelArguments
+
+
+def load_model(
+    tokenizer: "PreTrainedTokenizer",
+    model_args: "ModelArguments",
+    finetuning_args: "FinetuningArguments",
+    is_trainable: bool,
+) -> "PreTrainedModel":
+    """``init_adapter(load_base_model(...))``: the causal LM with its adapter, ready to train or frozen for use."""
+    from .adapter import init_adapter
+
+    model = load_base_model(tokenizer, model_args, finetuning_args, is_trainable)
+    return init_adapter(model, model_args, finetuning_args, is_trainable)
+
+
+__all__ = ["check_adapter_path", "check_model_path", "load_base_model", "load_model", "load_tokenizer"]

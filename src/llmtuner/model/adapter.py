@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
@@ -14,7 +14,7 @@ from transformers import PreTrainedModel
 from ..extras.errors import ConfigError, ModelError
 from ..extras.logging import get_logger
 from ..hparams import FinetuningArguments, ModelArguments
-from .loader import ADAPTER_CONFIG, check_adapter_path
+from .paths import ADAPTER_CONFIG, check_adapter_path
 
 logger = get_logger(__name__)
 
@@ -24,27 +24,47 @@ def init_adapter(
     model_args: ModelArguments,
     finetuning_args: FinetuningArguments,
     is_trainable: bool,
-    train_embeddings: bool = False,
+    train_embeddings: Optional[bool] = None,
     task_type: TaskType = TaskType.CAUSAL_LM,
+    always_trained: Sequence[str] = (),
 ) -> PreTrainedModel:
-    """Apply ``finetuning_type`` to ``model``; ``train_embeddings`` (set when the vocabulary was resized) makes a
-    LoRA run also train and save the input embeddings and the output head. ``task_type`` is the PEFT task of a
-    new LoRA adapter (SEQ_CLS trains and saves the classification head with it)."""
+    """Apply ``finetuning_type`` to ``model`` and leave it ready: in train mode with only what trains requiring
+    grad, or frozen in eval mode. Logs the trainable parameter count of a trainable model.
+
+    ``train_embeddings`` (default: whether ``load_base_model`` grew the vocabulary) makes a LoRA run also train
+    and save the input embeddings and the output head. ``task_type`` is the PEFT task of a new LoRA adapter
+    (SEQ_CLS trains and saves the classification head with it). ``always_trained`` names modules a freeze run
+    trains whatever layers are frozen (a classifier's new head). Raises ModelError for an adapter that does not
+    fit the model; the argument rules (an adapter needs lora, ...) ran in hparams before the model loaded.
+    """
+    if train_embeddings is None:
+        from .loader import RESIZED_EMBEDDINGS_ATTR
+
+        train_embeddings = bool(getattr(model, RESIZED_EMBEDDINGS_ATTR, False))
     finetuning_type = finetuning_args.finetuning_type
-    if model_args.adapter_name_or_path and finetuning_type != "lora":
-        raise ConfigError(
-            f"adapter_name_or_path is set but finetuning_type={finetuning_type}; adapters are LoRA weights.",
-            "Use finetuning_type: lora, or merge the adapter into a full model first with `llmtuner export`.",
-        )
     if finetuning_type == "lora":
-        return _init_lora(model, model_args, finetuning_args, is_trainable, train_embeddings, task_type)
+        model = _init_lora(model, model_args, finetuning_args, is_trainable, train_embeddings, task_type)
+    elif is_trainable:
+        if finetuning_type == "full":
+            model.requires_grad_(True)
+        else:
+            _select_freeze_trainable(model, finetuning_args)
+            for name in always_trained:
+                model.get_submodule(name).requires_grad_(True)
+        _upcast_trainable_params(model)
+    return _ready(model, is_trainable)
+
+
+def _ready(model: PreTrainedModel, is_trainable: bool) -> PreTrainedModel:
     if not is_trainable:
-        return model
-    if finetuning_type == "full":
-        model.requires_grad_(True)
-    else:
-        _select_freeze_trainable(model, finetuning_args)
-    _upcast_trainable_params(model)
+        model.requires_grad_(False)
+        return model.eval()
+    model.train()
+    from .loader import count_parameters
+
+    trainable, total = count_parameters(model)
+    logger.info(f"trainable params: {trainable:,} || all params: {total:,} || "
+                f"trainable%: {100 * trainable / max(total, 1):.4f}")
     return model
 
 
@@ -317,4 +337,15 @@ def _init_lora(
 
     if is_trainable:
         _upcast_trainable_params(model)
+    return model
+
+
+def merge_adapters(model: PreTrainedModel) -> PreTrainedModel:
+    """The plain transformers model with a remaining PEFT adapter folded into its weights."""
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    leftover = [name for name, _ in model.named_parameters() if "lora_" in name]
+    if leftover:  # a merge that left adapter weights behind would save a model transformers cannot load
+        raise ModelError(f"Merging left adapter weights in the model: {', '.join(leftover[:3])}.",
+                         "Report this with the adapter_config.json of the adapters you exported.")
     return model

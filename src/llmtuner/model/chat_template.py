@@ -1,7 +1,8 @@
 """The Jinja chat template an exported model ships with, so ``tokenizer.apply_chat_template`` renders what training saw.
 
-Where the template mirrors a published model whose official Jinja we carry (Qwen2.5-Instruct, Qwen3, Llama-3-Instruct,
-kept byte-exact in ``model/tiny.py``), that text is used as is. Every other named template is *generated* from its
+Where the template mirrors a published model whose official Jinja we carry (Qwen2.5-Instruct, Qwen3, Llama-3-Instruct:
+byte-exact package data files in ``model/chat_templates/*.jinja``; Apache-2.0 Qwen, Llama 3 Community License), that
+text is used as is. Every other named template is *generated* from its
 format strings, so it renders exactly what ``Template`` renders (tests check both against the official files in
 ../shared/chat_templates). ``auto`` keeps the tokenizer's own template. A ``default_system`` set for training is
 written into the template, because the exported model was tuned to see it.
@@ -16,9 +17,20 @@ from typing import Optional
 from ..data.template import Template
 from ..data.templates.jinja import JinjaTemplate
 from ..extras.errors import ConfigError
-from .tiny import LLAMA3_CHAT_TEMPLATE, QWEN2_5_CHAT_TEMPLATE, QWEN3_CHAT_TEMPLATE
 
-OFFICIAL_CHAT_TEMPLATES = {"qwen": QWEN2_5_CHAT_TEMPLATE, "qwen3": QWEN3_CHAT_TEMPLATE, "llama3": LLAMA3_CHAT_TEMPLATE}
+
+def official_chat_template_text(file_name: str) -> str:
+    """The text of ``model/chat_templates/<file_name>``, byte-exact (package data, so no ../shared at run time)."""
+    from importlib import resources
+
+    return (resources.files("llmtuner.model") / "chat_templates" / file_name).read_text(encoding="utf-8")
+
+
+# template name -> the official Jinja file of the model it mirrors (tests check them against ../shared)
+OFFICIAL_CHAT_TEMPLATE_FILES = {"qwen": "qwen2_5_instruct.jinja", "qwen3": "qwen3.jinja",
+                                "llama3": "llama3_instruct.jinja"}
+OFFICIAL_CHAT_TEMPLATES = {name: official_chat_template_text(file)
+                           for name, file in OFFICIAL_CHAT_TEMPLATE_FILES.items()}
 
 
 def chat_template_for(template: Template, default_system: Optional[str] = None) -> str:

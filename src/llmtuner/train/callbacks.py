@@ -11,6 +11,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..extras.constants import TRAINER_LOG
+from ..extras.files import write_text_atomically
 
 
 class LogCallback(TrainerCallback):
@@ -61,21 +62,19 @@ def _keep_log_until(log_file: str, step: int) -> None:
             continue  # a line cut short by the kill
         if record.get("current_steps", 0) <= step:
             kept.append(line if line.endswith("\n") else line + "\n")
-    partial = f"{log_file}.partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(partial, log_file)
+    write_text_atomically(log_file, "".join(kept))
 
 
 class SaveRunArgsCallback(TrainerCallback):
     """Writes ``run_args.yaml`` once the Trainer exists: after the data and the model loaded without error, so a
     run that fails on its inputs leaves no half-made output_dir behind."""
 
-    def __init__(self, user_args: dict[str, Any]) -> None:
+    def __init__(self, user_args: dict[str, Any], parsed: tuple[Any, ...]) -> None:
         self.user_args = user_args
+        self.parsed = parsed  # the run's (model, data, training, finetuning, generating) arguments
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         from ..hparams.parser import save_run_args
 
         if args.should_save:
-            save_run_args(args.output_dir, self.user_args)
+            save_run_args(args.output_dir, self.user_args, self.parsed)

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..extras.checkpoints import CHECKPOINT_PREFIX, STAGING_DIR, TRAINER_STATE, list_checkpoints
+from ..extras.files import apply_umask
 from ..extras.logging import get_logger
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class AtomicCheckpointMixin:
         if self.args.should_save:
             self._point_best_checkpoint_at(staged, final)
             _remove_if_present(os.path.join(staged, _PICKLED_ARGS))
+            apply_umask(staged)  # safetensors writes 0600 and the staging folder may be stricter than the umask
             _publish(staged, final)
             _remove_if_empty(staging_root)
             # The Trainer rotated inside the staging folder, where only the new checkpoint lives.
@@ -77,7 +79,8 @@ class AtomicCheckpointMixin:
 
 @lru_cache(maxsize=None)
 def with_atomic_checkpoints(trainer_cls: type["Trainer"]) -> type["Trainer"]:
-    """``trainer_cls`` with ``AtomicCheckpointMixin`` in front (same name, so logs read as before)."""
+    """Deprecated (kept for code written before train/trainer.py): write
+    ``class MyTrainer(LlmtunerTrainerMixin, TheTrainer)`` instead, which also gives the graceful stop and the log."""
     if issubclass(trainer_cls, AtomicCheckpointMixin):
         return trainer_cls
     return type(trainer_cls.__name__, (AtomicCheckpointMixin, trainer_cls), {"__doc__": trainer_cls.__doc__})

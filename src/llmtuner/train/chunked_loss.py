@@ -16,15 +16,12 @@ model's own loss, with one log line saying why.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import torch
 
 from ..extras.constants import IGNORE_INDEX
 from ..extras.logging import get_logger
-
-if TYPE_CHECKING:
-    from transformers import Trainer
 
 logger = get_logger(__name__)
 
@@ -91,7 +88,7 @@ def causal_lm_loss_sum(decoder: torch.nn.Module, head: torch.nn.Linear, inputs: 
 
 def unsupported_reason(model: Any, training_args: Any) -> Optional[str]:
     """Why chunked_loss cannot run for this model and run, or None when it can."""
-    from ..extras.distributed import world_size
+    from ..extras.processes import world_size
 
     if world_size() > 1 or training_args.deepspeed:
         return "it runs in one process without DeepSpeed only (the decoder is called directly, past DDP / ZeRO)"
@@ -105,21 +102,19 @@ def unsupported_reason(model: Any, training_args: Any) -> Optional[str]:
     return None
 
 
-def with_chunked_loss(trainer_cls: type["Trainer"]) -> type["Trainer"]:
-    """A subclass of ``trainer_cls`` whose training steps use ``causal_lm_loss_sum``; evaluation and prediction
-    keep the model's own loss (they need the logits)."""
+class ChunkedLossMixin:
+    """Put before a ``transformers.Trainer`` class: when ``self.chunked_loss`` is true, training steps use
+    ``causal_lm_loss_sum``; evaluation and prediction keep the model's own loss (they need the logits)."""
 
-    class ChunkedLossTrainer(trainer_cls):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if return_outputs or not model.training or "labels" not in inputs:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            loss_sum, trained = causal_lm_loss_sum(base.get_decoder(), base.get_output_embeddings(), inputs)
-            # The Trainer divides by the accumulation steps unless the loss was normalised by num_items_in_batch
-            # (which it passes when the model takes loss kwargs): divide as the model's own loss would.
-            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-                return loss_sum / num_items_in_batch
-            return loss_sum / max(trained, 1)
+    chunked_loss: bool = False
 
-    ChunkedLossTrainer.__name__ = ChunkedLossTrainer.__qualname__ = f"ChunkedLoss{trainer_cls.__name__}"
-    return ChunkedLossTrainer
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
+        if not self.chunked_loss or return_outputs or not model.training or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        loss_sum, trained = causal_lm_loss_sum(base.get_decoder(), base.get_output_embeddings(), inputs)
+        # The Trainer divides by the accumulation steps unless the loss was normalised by num_items_in_batch
+        # (which it passes when the model takes loss kwargs): divide as the model's own loss would.
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            return loss_sum / num_items_in_batch
+        return loss_sum / max(trained, 1)

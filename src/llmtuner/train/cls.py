@@ -23,12 +23,12 @@ from ..extras.logging import get_logger
 from ..model import load_tokenizer
 from ..model.classifier import (
     LabelMap,
-    check_classifier_args,
     classifier_max_length,
     load_classifier,
     read_label_map,
 )
-from .trainer_utils import build_trainer, train_save_evaluate
+from .trainer import LlmtunerTrainer
+from .trainer_utils import evaluate, print_outputs, save_trained
 
 if TYPE_CHECKING:
     import torch
@@ -49,11 +49,18 @@ def run_cls(
     finetuning_args: "FinetuningArguments",
     callbacks: Optional[list["TrainerCallback"]] = None,
 ) -> dict[str, float]:
-    from transformers import DataCollatorWithPadding, Trainer
+    """Stage cls: label set → tokenizer → labelled texts → classifier with adapter → LlmtunerTrainer (class
+    weights, accuracy/F1 metrics) → train (resume, graceful stop) → save (weights, label_map.json, metric plots)
+    → evaluate (classification report, confusion matrix). Returns the metrics.
+
+    Raises ConfigError for cls_labels that contradict a resumed adapter or class_weights of the wrong length,
+    DatasetError for data that cannot be used, DependencyError without scikit-learn, TrainingStopped on
+    SIGINT/SIGTERM.
+    """
+    from transformers import DataCollatorWithPadding
 
     # The metrics of every evaluation and balanced class weights come from scikit-learn: fail now, not mid-run.
     require_package("sklearn", "scikit-learn", "stage cls (accuracy / F1 metrics, class weights)")
-    check_classifier_args(model_args)
     saved = read_label_map(model_args)
     labels, label_source = _label_set(model_args, data_args, training_args, saved)
     tokenizer = load_tokenizer(model_args)
@@ -64,28 +71,36 @@ def run_cls(
     loss_func = None
     if finetuning_args.class_weights and training_args.do_train:
         loss_func = _weighted_loss(class_weights(finetuning_args.class_weights, datasets))
-
+    # load_classifier = init_adapter(the base with a classification head): sequence classification has its own
+    # transformers Auto class and PEFT task type.
     model = load_classifier(tokenizer, model_args, finetuning_args, label_map, is_trainable=training_args.do_train)
     metrics = ClassificationMetrics(label_map.labels)
     on_gpu = not training_args.use_cpu and training_args.device.type == "cuda"
-    trainer = build_trainer(
-        Trainer, model, tokenizer, training_args, datasets, [LabelMapCallback(label_map), *(callbacks or [])],
+    trainer = LlmtunerTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=datasets.train_dataset,
+        eval_dataset=datasets.eval_dataset,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if on_gpu else None),
+        processing_class=tokenizer,
+        callbacks=[LabelMapCallback(label_map), *(callbacks or [])],
         compute_metrics=metrics,
         compute_loss_func=loss_func,
     )
     if training_args.should_save:
         label_map.save(training_args.output_dir)
-    results = train_save_evaluate(trainer, training_args, finetuning_args, perplexity=False)
-
+    results: dict[str, float] = {}
+    if training_args.do_train:
+        result = trainer.train_resumable(finetuning_args.overwrite_output_dir)
+        results.update(save_trained(trainer, result, finetuning_args,
+                                    plot_keys=("loss", "eval_accuracy", "eval_macro_f1")))
+    if training_args.do_eval:
+        results.update(evaluate(trainer, perplexity=False))
     if trainer.is_world_process_zero():
-        if finetuning_args.plot_loss and training_args.do_train:
-            from ..extras.plotting import plot_loss
-
-            plot_loss(training_args.output_dir, keys=("eval_accuracy", "eval_macro_f1"))
         if metrics.last is not None and training_args.do_eval:
             _write_report(training_args.output_dir, metrics.last)
         print(f"Labels (id order, saved in label_map.json): {', '.join(label_map.labels)}")
+    print_outputs(trainer, finetuning_args)
     return results
 
 

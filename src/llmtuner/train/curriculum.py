@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..extras.errors import ConfigError
+from ..extras.files import write_text_atomically
 from ..extras.logging import get_logger, is_main_process
 
 if TYPE_CHECKING:
@@ -83,6 +84,15 @@ def split_curriculum(args: dict[str, Any]) -> tuple[str, list[CurriculumStage], 
     if not base.get("output_dir"):
         raise ConfigError("A curriculum needs output_dir.", "Set output_dir: the stages are written to "
                           "<output_dir>/stage_<i>_<name>.")
+    # Each stage sets its tasks and its data ratio; a top-level value would be silently replaced.
+    for key, stage_key in ((task_key, "tasks"), ("dataset_ratios", "data_ratio")):
+        if key in base:
+            raise ConfigError(f"{key}={base[key]!r} is set at the top level, but each curriculum stage sets its own "
+                              f"{key} (from the stage's `{stage_key}`).",
+                              f"Remove {key} from the top level and give each stage its `{stage_key}`.")
+    from ..hparams.rules import check_series_args
+
+    check_series_args(base, "curriculum")
     return task_key, stages, base
 
 
@@ -185,8 +195,7 @@ def run_curriculum(
               "total_steps": sum(item["steps"] for item in summary),
               "total_train_time_s": round(sum(item["train_time_s"] for item in summary), 3)}
     if is_main_process():
-        (output_dir / SUMMARY_FILE).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n",
-                                               encoding="utf-8")
+        write_text_atomically(output_dir / SUMMARY_FILE, json.dumps(result, ensure_ascii=False, indent=2) + "\n")
         plot = plot_curriculum_loss(output_dir, [(item["stage"], item["name"], Path(item["output_dir"]))
                                                  for item in summary])
         _print_summary(output_dir, summary, plot)
@@ -206,15 +215,11 @@ def _check_stage_data(data_args: Any) -> None:
 
 def plot_curriculum_loss(output_dir: Path, stages: list[tuple[int, str, Path]]) -> Optional[Path]:
     """Every stage's training loss on one step axis (stage after stage), stage boundaries marked; returns the PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..extras.plotting import smooth
+    from ..extras.plotting import new_figure, save_png, smooth
     from .run_series import loss_history
 
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+    figure = new_figure(figsize=(8, 4.5))
+    axis = figure.add_subplot()
     offset, plotted = 0, False
     for position, name, folder in stages:
         points = loss_history(folder)
@@ -229,17 +234,13 @@ def plot_curriculum_loss(output_dir: Path, stages: list[tuple[int, str, Path]]) 
         offset = steps[-1]
         plotted = True
     if not plotted:
-        plt.close(figure)
         logger.warning("No stage logged a training loss: no curriculum loss plot.")
         return None
     axis.set_xlabel("step (all stages)")
     axis.set_ylabel("loss")
     axis.set_title(f"curriculum loss of {output_dir.name}")
     axis.legend()
-    path = output_dir / LOSS_PLOT_FILE
-    figure.savefig(path, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return save_png(figure, output_dir / LOSS_PLOT_FILE, bbox_inches="tight")
 
 
 def _print_summary(output_dir: Path, summary: list[dict[str, Any]], plot: Optional[Path]) -> None:

@@ -15,11 +15,10 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from ..extras.errors import ConfigError
 from ..extras.logging import get_logger
 
 if TYPE_CHECKING:
-    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from transformers import Seq2SeqTrainer
 
     from ..data.template import Template
     from ..hparams import DataArguments, GeneratingArguments
@@ -27,21 +26,6 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 PREDICTIONS_FILE = "generated_predictions.jsonl"
-
-
-def check_predict_args(training_args: "Seq2SeqTrainingArguments", data_args: "DataArguments") -> None:
-    """Before anything loads: prediction generates, needs rows to predict and the metric packages."""
-    if not training_args.predict_with_generate:
-        raise ConfigError(
-            "do_predict in stage sft generates the replies, so it needs predict_with_generate: true.",
-            "Add predict_with_generate: true (and max_new_tokens to bound the replies), or remove do_predict.",
-        )
-    if not (data_args.eval_dataset or data_args.dataset):
-        raise ConfigError("do_predict needs rows to predict, but neither eval_dataset nor dataset is set.",
-                          "Set eval_dataset: <name from dataset_info.json>.")
-    from ..eval.metrics.generation import check_metric_packages
-
-    check_metric_packages()
 
 
 def run_predict(

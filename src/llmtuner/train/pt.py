@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..data.dataset import get_dataset
-from ..model import load_model, load_tokenizer
-from .trainer_utils import build_trainer, train_save_evaluate
+from ..model import load_base_model, load_tokenizer
+from ..model.adapter import init_adapter
+from .trainer import LlmtunerTrainer, build_collator
+from .trainer_utils import evaluate, print_outputs, save_trained
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
@@ -21,11 +23,31 @@ def run_pt(
     finetuning_args: "FinetuningArguments",
     callbacks: Optional[list["TrainerCallback"]] = None,
 ) -> dict[str, float]:
-    from transformers import Trainer
+    """Stage pt: tokenizer → text blocks → model with adapter → LlmtunerTrainer → train (resume, graceful stop) →
+    save (weights, metrics, loss plot) → evaluate (loss, perplexity). Returns the metrics.
 
+    Raises DatasetError / ModelError for data or a model that cannot be used, TrainingStopped on SIGINT/SIGTERM.
+    """
     tokenizer = load_tokenizer(model_args)
     dataset_module = get_dataset(None, tokenizer, data_args, training_args, stage="pt")
-    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=training_args.do_train)
-    trainer = build_trainer(Trainer, model, tokenizer, training_args, dataset_module, callbacks,
-                            chunked_loss=finetuning_args.chunked_loss)
-    return train_save_evaluate(trainer, training_args, finetuning_args)
+    is_trainable = training_args.do_train
+    model = init_adapter(load_base_model(tokenizer, model_args, finetuning_args, is_trainable),
+                         model_args, finetuning_args, is_trainable)
+    trainer = LlmtunerTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset_module.train_dataset,
+        eval_dataset=dataset_module.eval_dataset,
+        data_collator=build_collator(tokenizer, training_args, model),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        chunked_loss=finetuning_args.chunked_loss,
+    )
+    metrics: dict[str, float] = {}
+    if training_args.do_train:
+        result = trainer.train_resumable(finetuning_args.overwrite_output_dir)
+        metrics.update(save_trained(trainer, result, finetuning_args))
+    if training_args.do_eval:
+        metrics.update(evaluate(trainer, perplexity=True))
+    print_outputs(trainer, finetuning_args)
+    return metrics

@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Optional
 
 from ..data.dataset import get_dataset
 from ..data.template import get_template
-from ..model import load_model, load_tokenizer
-from .trainer_utils import build_trainer, train_save_evaluate
+from ..model import load_base_model, load_tokenizer
+from ..model.adapter import init_adapter
+from .trainer import LlmtunerTrainer, build_collator
+from .trainer_utils import evaluate, print_outputs, save_trained
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
@@ -20,26 +22,42 @@ def run_sft(
     data_args: "DataArguments",
     training_args: "Seq2SeqTrainingArguments",
     finetuning_args: "FinetuningArguments",
+    generating_args: "GeneratingArguments",
     callbacks: Optional[list["TrainerCallback"]] = None,
-    generating_args: Optional["GeneratingArguments"] = None,
 ) -> dict[str, float]:
-    from transformers import Seq2SeqTrainer
+    """Stage sft: tokenizer → chat template → masked conversations → model with adapter → LlmtunerTrainer →
+    train (resume, graceful stop) → save (weights, metrics, loss plot) → evaluate (loss, perplexity) → predict
+    (``do_predict``: generated replies, ROUGE/BLEU). Returns the metrics.
 
-    if training_args.do_predict:  # fail before training, not after it
-        from .predict import check_predict_args
-
-        check_predict_args(training_args, data_args)
+    Raises DatasetError / ModelError for data or a model that cannot be used, TrainingStopped on SIGINT/SIGTERM.
+    (The argument rules, e.g. do_predict needing predict_with_generate, ran in hparams/rules.py before this.)
+    """
     tokenizer = load_tokenizer(model_args)
     template = get_template(data_args.template, tokenizer)
-    template.fix_tokenizer(tokenizer)  # added tokens make load_model resize the embeddings
+    template.fix_tokenizer(tokenizer)  # tokens it adds make load_base_model resize the embeddings
     dataset_module = get_dataset(template, tokenizer, data_args, training_args, stage="sft")
-    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=training_args.do_train)
-    trainer = build_trainer(Seq2SeqTrainer, model, tokenizer, training_args, dataset_module, callbacks,
-                            chunked_loss=finetuning_args.chunked_loss)
-    metrics = train_save_evaluate(trainer, training_args, finetuning_args)
+    is_trainable = training_args.do_train
+    model = init_adapter(load_base_model(tokenizer, model_args, finetuning_args, is_trainable),
+                         model_args, finetuning_args, is_trainable)
+    trainer = LlmtunerTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset_module.train_dataset,
+        eval_dataset=dataset_module.eval_dataset,
+        data_collator=build_collator(tokenizer, training_args, model),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        chunked_loss=finetuning_args.chunked_loss,
+    )
+    metrics: dict[str, float] = {}
+    if training_args.do_train:
+        result = trainer.train_resumable(finetuning_args.overwrite_output_dir)
+        metrics.update(save_trained(trainer, result, finetuning_args))
+    if training_args.do_eval:
+        metrics.update(evaluate(trainer, perplexity=True))
     if training_args.do_predict:
-        from ..hparams import GeneratingArguments
         from .predict import run_predict
 
-        metrics.update(run_predict(trainer, template, data_args, generating_args or GeneratingArguments()))
+        metrics.update(run_predict(trainer, template, data_args, generating_args))
+    print_outputs(trainer, finetuning_args)
     return metrics

@@ -22,10 +22,10 @@ from typing import Any, Callable, Optional, Union
 
 from ..extras.errors import ConfigError
 from ..extras.logging import get_logger, is_main_process
+from ..hparams.sweep_args import DEFAULT_RATIOS  # noqa: F401 (the default ratios, also shown in --help)
 
 logger = get_logger(__name__)
 
-DEFAULT_RATIOS = (0.2, 0.4, 0.6, 0.8, 1.0)
 DEFAULT_TOLERANCE = 0.02
 SWEEP_FILES = ("sweep.json", "sweep.md", "sweep.png")
 USAGE = ("usage: llmtuner sweep <config.yaml> [--ratios 0.2 0.4 ...] [--metric NAME] [--tolerance 0.02] "
@@ -158,48 +158,42 @@ register_metric(SweepMetric("score_mae", higher_is_better=False, compute=_score_
 
 
 def split_sweep_argv(argv: list[str]) -> tuple[list[float], str, float, list[str]]:
-    """``(ratios, metric name, tolerance, the remaining argv)`` from the command line of ``llmtuner sweep``."""
-    ratios: list[float] = []
-    metric, tolerance, rest = "eval_loss", DEFAULT_TOLERANCE, []
+    """``(ratios, metric name, tolerance, the remaining argv)`` from the command line of ``llmtuner sweep``.
+
+    The sweep's own options (``--ratios 0.2 0.4`` or ``--ratios=0.2,0.4``, ``--metric``, ``--tolerance``) are
+    parsed into ``SweepArguments`` like any argument dataclass: a ratio that is not a number is an error naming it.
+    """
+    from ..hparams.sweep_args import SweepArguments
+
+    options: dict[str, Any] = {}
+    rest: list[str] = []
     position = 0
     while position < len(argv):
         token = argv[position]
         position += 1
-        if token in ("--ratios", "--ratio"):
-            while position < len(argv) and _is_number(argv[position]):
-                ratios.append(float(argv[position]))
+        name, has_value, value = token[2:].partition("=") if token.startswith("--") else ("", False, "")
+        name = name.replace("-", "_")
+        if name in ("ratios", "ratio"):
+            values = value.split(",") if has_value else []
+            # space-separated values run until the next option or key=value
+            while not has_value and position < len(argv) and not argv[position].startswith("--") \
+                    and "=" not in argv[position] and not argv[position].endswith((".yaml", ".yml", ".json")):
+                values += argv[position].split(",")
                 position += 1
-            if not ratios:
+            if not [item for item in values if item.strip()]:
                 raise ConfigError("--ratios needs numbers after it.", "For example: --ratios 0.2 0.4 0.6 0.8 1.0")
-        elif token.startswith("--ratios="):
-            ratios += [float(item) for item in token.split("=", 1)[1].split(",") if _is_number(item)]
-        elif token in ("--metric", "--tolerance") and position < len(argv):
-            value = argv[position]
-            position += 1
-            if token == "--metric":
-                metric = value
-            else:
-                tolerance = _tolerance(value)
-        elif token.startswith(("--metric=", "--tolerance=")):
-            key, value = token[2:].split("=", 1)
-            metric, tolerance = (value, tolerance) if key == "metric" else (metric, _tolerance(value))
+            options["ratios"] = [*options.get("ratios", []), *values]
+        elif name in ("metric", "tolerance"):
+            if not has_value:
+                if position >= len(argv):
+                    raise ConfigError(f"--{name} needs a value after it.", "For example: --metric eval_loss")
+                value = argv[position]
+                position += 1
+            options[name] = value
         else:
             rest.append(token)
-    return ratios or list(DEFAULT_RATIOS), metric, tolerance, rest
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _tolerance(text: str) -> float:
-    if not _is_number(text) or float(text) < 0:
-        raise ConfigError(f"--tolerance {text} is not a number >= 0.", "Write e.g. --tolerance 0.02 (2% of the best).")
-    return float(text)
+    sweep = SweepArguments(**options)
+    return sweep.ratios, sweep.metric, sweep.tolerance, rest
 
 
 def sweep_main(argv: list[str]) -> int:
@@ -227,14 +221,14 @@ def run_sweep(
     from ..hparams.parser import get_train_args, read_args
     from .run_series import check_restartable, check_series_output_dir, finished_record, train_and_record
 
+    from ..hparams.rules import check_series_args
+    from ..hparams.sweep_args import SweepArguments
+
     base = read_args(args)
     if "curriculum" in base:
         raise ConfigError("The config has a `curriculum:` block; a sweep trains one ordinary run per ratio.",
                           "Remove the block for the sweep (or sweep one stage's settings as a plain config).")
-    ratios = sorted(set(ratios or DEFAULT_RATIOS))
-    if any(not ratio > 0 for ratio in ratios):
-        raise ConfigError(f"--ratios {' '.join(map(str, ratios))}: every ratio must be above 0.",
-                          "For example: --ratios 0.2 0.4 0.6 0.8 1.0")
+    ratios = SweepArguments(ratios=ratios, metric=metric, tolerance=tolerance).ratios
     if metric not in METRICS:
         raise ConfigError(f"--metric {metric} is not a known sweep metric.", f"Use one of: {', '.join(METRICS)}.")
     if not base.get("output_dir"):
@@ -242,6 +236,12 @@ def run_sweep(
     if not (base.get("val_size") or base.get("eval_dataset")):
         raise ConfigError("A sweep compares runs on one evaluation set, but the config has none.",
                           "Set val_size (split per task before subsampling) or eval_dataset.")
+    check_series_args(base, "sweep")
+    # Every run trains and is evaluated (the sweep compares eval metrics): a user who switched either off is told.
+    for key in ("do_train", "do_eval"):
+        if key in base and not base[key]:
+            raise ConfigError(f"{key}={base[key]!r}, but every sweep run trains and evaluates (do_train and do_eval "
+                              "are true for each run).", f"Remove {key} from the sweep config.")
     output_dir = Path(base["output_dir"])
     overwrite = bool(base.get("overwrite_output_dir"))
     check_series_output_dir(output_dir, overwrite, "ratio_", SWEEP_FILES, "sweep")
@@ -291,10 +291,11 @@ def recommend(runs: list[dict[str, Any]], metric: str, higher_is_better: bool, t
 
 def write_reports(output_dir: Path, result: dict[str, Any]) -> None:
     """``sweep.json``, ``sweep.md`` and ``sweep.png`` in ``output_dir``; prints the table."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "sweep.json").write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    from ..extras.files import write_text_atomically
+
+    write_text_atomically(output_dir / "sweep.json", json.dumps(result, ensure_ascii=False, indent=2) + "\n")
     table = markdown_table(result)
-    (output_dir / "sweep.md").write_text(table, encoding="utf-8")
+    write_text_atomically(output_dir / "sweep.md", table)
     plot_sweep(output_dir / "sweep.png", result)
     print("\n" + table)
     print(f"Written: {output_dir / 'sweep.json'}, sweep.md, sweep.png")
@@ -317,16 +318,14 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def plot_sweep(path: Path, result: dict[str, Any]) -> Path:
     """The metric against the data ratio and against the training time, one point per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..extras.plotting import new_figure, save_png
 
     metric = result["metric"]
     ratios = [run["ratio"] for run in result["runs"]]
     values = [run["metrics"][metric] for run in result["runs"]]
     times = [run["train_time_s"] for run in result["runs"]]
-    figure, (by_ratio, by_cost) = plt.subplots(1, 2, figsize=(10, 4))
+    figure = new_figure(figsize=(10, 4))
+    by_ratio, by_cost = figure.subplots(1, 2)
     by_ratio.plot(ratios, values, marker="o")
     by_ratio.axvline(result["recommended_ratio"], color="grey", linestyle="--", linewidth=0.8, label="recommended")
     by_ratio.set_xlabel("data ratio")
@@ -338,6 +337,4 @@ def plot_sweep(path: Path, result: dict[str, Any]) -> Path:
     by_cost.set_xlabel("train time (s)")
     by_cost.set_ylabel(metric)
     figure.suptitle(f"{metric} vs training data")
-    figure.savefig(path, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return save_png(figure, path, bbox_inches="tight")

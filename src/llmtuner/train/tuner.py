@@ -1,9 +1,11 @@
-"""Dispatch a training run to its stage workflow after validating everything that can be checked cheaply."""
+"""``run_exp``: one training run, from arguments to metrics. (Curricula, sweeps and ``stage: eval`` are routed by
+the entry layer, ``cli.run_config``, which calls this once per run.)"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from ..extras.errors import ConfigError
 from ..extras.logging import get_logger
 
 if TYPE_CHECKING:
@@ -16,23 +18,23 @@ def run_exp(
     args: Union[dict[str, Any], list[str], None] = None,
     callbacks: Optional[list["TrainerCallback"]] = None,
 ) -> dict[str, float]:
-    """Parse ``args`` (a dict, argv, or sys.argv), validate, write run_args.yaml, and run the stage.
+    """Run one training of stage pt, sft or cls and return its metrics.
 
-    Returns the run's metrics. Raises ``LlmtunerError`` subclasses for anything the user can fix; those are
-    raised before the model is loaded and before anything is written.
+    ``args`` is a dict, an argv list or None (sys.argv), read once. In order: every check that needs no torch
+    (unknown keys, values, cross-argument rules, files, dataset names), the process set-up (threads, DeepSpeed
+    rendezvous, malloc), the full arguments, the seed, then the stage recipe; run_args.yaml is written when the
+    Trainer exists, so a run that fails on its data or model writes nothing.
+
+    Raises ``LlmtunerError`` subclasses for anything the user can fix (before the model loads), and
+    ``TrainingStopped`` when SIGINT/SIGTERM stopped training after a checkpoint.
     """
     from ..hparams.parser import check_train_args_early, get_train_args, read_args
     from .preflight import preflight_checks
 
     raw = read_args(args)
-    if "curriculum" in raw:  # a staged run: train/curriculum.py calls run_exp once per stage
-        from .curriculum import run_curriculum
-
-        return run_curriculum(raw, callbacks)
-    if raw.get("stage") == "eval":  # benchmark evaluation has its own arguments (task, task_dir, save_dir ...)
-        from ..eval.evaluator import run_eval
-
-        return run_eval(raw)
+    if "curriculum" in raw or raw.get("stage") == "eval":
+        raise ConfigError("run_exp runs one training; this config is a curriculum or an evaluation.",
+                          "Run it with `llmtuner train <config>` (or llmtuner.cli.run_config), which routes it.")
     # Whatever can be checked without torch is checked first, so a typo or a missing file fails in a second.
     model_args, data_args, finetuning_args, _ = check_train_args_early(raw)
     preflight_checks(model_args, data_args, finetuning_args)
@@ -40,11 +42,13 @@ def run_exp(
 
     # CPU threads per rank and quiet non-main ranks, before the arguments set up the process group.
     setup_process(uses_deepspeed=bool(raw.get("deepspeed")))
-    model_args, data_args, training_args, finetuning_args, generating_args = get_train_args(raw)
+    parsed = get_train_args(raw)
+    model_args, data_args, training_args, finetuning_args, generating_args = parsed
     connect_deepspeed_comm(training_args)  # DeepSpeed on CPU: ZeRO-3 must see every process while the model loads
     from ..extras.cpu_runtime import configure_cpu_runtime
 
-    configure_cpu_runtime(training_args)  # CPU runs: threads for the usable cores, no page faults on big tensors
+    # CPU runs: threads for the usable cores; malloc_tuning keeps big tensors in the heap (no page faults)
+    configure_cpu_runtime(training_args, malloc_tuning=finetuning_args.malloc_tuning)
 
     from transformers import enable_full_determinism, set_seed
 
@@ -56,17 +60,18 @@ def run_exp(
         enable_full_determinism(training_args.seed)
     else:
         set_seed(training_args.seed)
-    # run_args.yaml is written when the Trainer is built, so a run that fails on its data or model writes nothing.
-    callbacks = [SaveRunArgsCallback(raw), *(callbacks or [])]
+    callbacks = [SaveRunArgsCallback(raw, parsed), *(callbacks or [])]
 
-    if finetuning_args.stage == "pt":
+    # The stage dispatch: one recipe per stage, each reading top to bottom.
+    stage = finetuning_args.stage
+    if stage == "pt":
         from .pt import run_pt
 
         return run_pt(model_args, data_args, training_args, finetuning_args, callbacks)
-    if finetuning_args.stage == "cls":
+    if stage == "cls":
         from .cls import run_cls
 
         return run_cls(model_args, data_args, training_args, finetuning_args, callbacks)
     from .sft import run_sft
 
-    return run_sft(model_args, data_args, training_args, finetuning_args, callbacks, generating_args)
+    return run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)

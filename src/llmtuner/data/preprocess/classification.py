@@ -112,11 +112,6 @@ def get_classification_dataset(
 
     from ..loader import load_conversations
 
-    if data_args.tokenized_path:
-        raise ConfigError(
-            "tokenized_path is not supported by stage cls.",
-            "Remove tokenized_path: classification rows are short and tokenise in seconds on every run.",
-        )
     row_filter = _task_filter(data_args.cls_task) if data_args.cls_task else None
     with training_args.main_process_first(desc="tokenise dataset"):
         train_rows = eval_rows = None

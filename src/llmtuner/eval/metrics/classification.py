@@ -72,13 +72,13 @@ def classification_metrics(
 
 def plot_confusion_matrix(metrics: dict[str, Any], path: str | Path, title: str = "confusion matrix") -> Path:
     """Draw ``metrics["confusion_matrix"]`` (from ``classification_metrics``) as a PNG; returns the path."""
-    from ..plots import display_labels, pyplot, save_figure
+    from ..plots import display_labels, new_figure, save_figure
 
-    plt = pyplot()
     table = metrics["confusion_matrix"]
     rows, columns = display_labels(table["rows"]), display_labels(table["columns"])
     size = max(6.0, 0.6 * len(columns) + 2)
-    figure, axes = plt.subplots(figsize=(size, size * 0.85))
+    figure = new_figure(figsize=(size, size * 0.85))
+    axes = figure.subplots()
     image = axes.imshow(table["matrix"], cmap="Blues")
     figure.colorbar(image, ax=axes)
     axes.set_xticks(range(len(columns)), columns, rotation=45, ha="right")

@@ -61,14 +61,14 @@ def consistency_report(scores: Mapping[str, Sequence[Optional[float]]], low: flo
 def plot_score_histograms(scores: Mapping[str, Sequence[Optional[float]]], path: str | Path, low: float = 1,
                           high: float = 10, title: str = "score distribution per dimension") -> Path:
     """One histogram per dimension (integer bins over [low, high]) in a grid; returns the PNG path."""
-    from ..plots import display_labels, pyplot, save_figure
+    from ..plots import display_labels, new_figure, save_figure
 
-    plt = pyplot()
     names = list(scores)
     shown = display_labels(names)
     columns = min(3, len(names))
     rows = math.ceil(len(names) / columns)
-    figure, grid = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    figure = new_figure(figsize=(4 * columns, 3 * rows))
+    grid = figure.subplots(rows, columns, squeeze=False)
     edges = [value - 0.5 for value in range(int(low), int(high) + 2)]
     for index, name in enumerate(names):
         axes = grid[index // columns][index % columns]

@@ -1,0 +1,191 @@
+"""Every rule that involves several arguments or the machine, in one place, run before anything loads.
+
+``check_args`` sees every setting of a training run (the user's value or the default) and raises a ConfigError
+naming both settings of a combination that cannot work; it never rewrites what the user set. The defaults that
+differ from the dataclasses' (``with_run_defaults``) fill in only keys the user left out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..extras.checkpoints import resolve_resume_checkpoint
+from ..extras.env import has_cuda, require_package
+from ..extras.errors import ConfigError
+
+
+def with_run_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """Defaults that differ from the dataclasses' ones; keys the user set are never touched."""
+    defaults: dict[str, Any] = {
+        "report_to": "none",  # no experiment tracker unless asked: they log in or reach the network
+        # Our collator needs our own columns (labels, ...); Trainer would drop those the model's forward() lacks.
+        "remove_unused_columns": False,
+    }
+    if not {"do_train", "do_eval", "do_predict"} & set(values):
+        defaults["do_train"] = True
+    if "do_eval" not in values and (values.get("val_size") or values.get("eval_dataset")):
+        defaults["do_eval"] = True  # a validation set was asked for, so its loss is reported after training
+    if values.get("group_by_length"):  # the transformers 4 / LLaMA-Factory name of the sampler transformers 5 renamed
+        defaults["train_sampling_strategy"] = "group_by_length"
+    return {**defaults, **values}
+
+
+def with_machine_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """Defaults that depend on this machine (separate because finding out imports torch)."""
+    if "use_cpu" not in values and not has_cuda():
+        # Without CUDA, TrainingArguments only sets up a CPU (gloo) process group when use_cpu is set; otherwise
+        # DeepSpeed / torchrun CPU runs take the DeepSpeed/NCCL path, which needs a GPU. It also lets bf16 run.
+        return {"use_cpu": True, **values}
+    return values
+
+
+def check_args(settings: dict[str, Any]) -> None:
+    """Rules across arguments and the machine, on every setting (user value or default), before any is used."""
+    check_model_given(settings)
+    if not settings["output_dir"]:
+        raise ConfigError(
+            "output_dir is not set.", "Add output_dir: saves/<model>/<method>/<stage> (where results are written)."
+        )
+    if not (settings["do_train"] or settings["do_eval"] or settings["do_predict"]):
+        raise ConfigError(
+            "do_train, do_eval and do_predict are all false: there is nothing to run.", "Set do_train: true."
+        )
+    if settings["do_train"] and not settings["dataset"]:
+        raise ConfigError("Training needs a dataset, but dataset is not set.",
+                          "Add dataset: <name from dataset_info.json> (comma-separate several).")
+    if settings["stage"] == "sft" and not settings["template"]:
+        raise ConfigError(
+            "stage sft needs a chat template, but template is not set.",
+            "Add template: <name> (qwen, qwen3, llama3, chatml, ...) or template: auto for the tokenizer's own.",
+        )
+    if settings["quantization_bit"] is not None and settings["finetuning_type"] != "lora":
+        raise ConfigError(
+            f"quantization_bit={settings['quantization_bit']} needs finetuning_type lora (QLoRA), "
+            f"not finetuning_type={settings['finetuning_type']}.",
+            "Set finetuning_type: lora, or remove quantization_bit to train unquantized weights.",
+        )
+    if settings["predict_with_generate"] and settings["stage"] != "sft":
+        raise ConfigError(f"predict_with_generate needs stage sft, not stage={settings['stage']}.",
+                          "Remove predict_with_generate, or set stage: sft.")
+    if settings["adapter_name_or_path"] and settings["finetuning_type"] != "lora":
+        raise ConfigError(
+            f"adapter_name_or_path is set but finetuning_type={settings['finetuning_type']}; adapters are LoRA "
+            "weights.",
+            "Use finetuning_type: lora, or merge the adapter into a full model first with `llmtuner export`.",
+        )
+    if settings["stage"] == "cls":
+        _check_cls(settings)
+    if settings["do_predict"] and settings["stage"] == "sft":
+        _check_predict(settings)
+    if settings["remove_unused_columns"]:
+        raise ConfigError("remove_unused_columns=True is not supported.",
+                          "Remove it: llmtuner feeds its own columns (input_ids, labels, ...) to its collator.")
+    _check_output_dir(settings)
+    check_dependencies(settings)
+    _check_batching(settings)
+
+
+def check_model_given(settings: dict[str, Any]) -> None:
+    if not settings["model_name_or_path"]:
+        raise ConfigError("model_name_or_path is not set.",
+                          "Add model_name_or_path: <local folder with config.json, weights and tokenizer>.")
+
+
+def _check_output_dir(settings: dict[str, Any]) -> None:
+    """Refuse to mix a new run into a folder that holds files, unless the user says to overwrite or resume."""
+    resume = settings["resume_from_checkpoint"]
+    output_dir = Path(settings["output_dir"])
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir={output_dir} is a file, not a folder.", "Choose a folder path for output_dir.")
+    # A missing or half-written checkpoint, or `auto` with nothing to continue, fails here, before any loading.
+    checkpoint = resolve_resume_checkpoint(resume, output_dir, overwrite=settings["overwrite_output_dir"])
+    # Continuing a run in its own folder is fine; continuing one from elsewhere into a folder that holds another
+    # run's files would overwrite them.
+    continues_here = checkpoint is not None and Path(checkpoint).resolve().parent == output_dir.resolve()
+    if not output_dir.is_dir() or settings["overwrite_output_dir"] or continues_here:
+        return
+    entries = sorted(entry.name for entry in output_dir.iterdir())
+    if entries:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise ConfigError(
+            f"output_dir={output_dir} already holds files ({shown}).",
+            "Choose a new output_dir, set overwrite_output_dir: true to replace that run, "
+            "or set resume_from_checkpoint: auto (or a checkpoint folder) to continue it.",
+        )
+
+
+def check_dependencies(settings: dict[str, Any]) -> None:
+    """Options that need an optional package: fail now, not when the model loads or training starts."""
+    if settings.get("attn_implementation") == "flash_attention_2":
+        require_package("flash_attn", "flash-attn", "attn_implementation: flash_attention_2")
+    if settings.get("quantization_bit") is not None:
+        require_package("bitsandbytes", "bitsandbytes", f"quantization_bit: {settings['quantization_bit']}")
+    deepspeed = settings.get("deepspeed")
+    if deepspeed:
+        if isinstance(deepspeed, str) and not deepspeed.lstrip().startswith("{") and not os.path.isfile(deepspeed):
+            raise ConfigError(f"deepspeed={deepspeed} does not exist.",
+                              "Point deepspeed at a DeepSpeed JSON config, e.g. deepspeed: deepspeed_config.json.")
+        require_package("deepspeed", "deepspeed", "the deepspeed option")
+    reporters = settings.get("report_to") or []
+    reporters = [reporters] if isinstance(reporters, str) else reporters
+    for tracker in ("wandb", "tensorboard"):
+        if tracker in reporters:
+            require_package(tracker, tracker, f"report_to: {tracker}")
+
+
+def _check_batching(settings: dict[str, Any]) -> None:
+    """``packing`` is sft's; ``group_by_length`` must not contradict an explicit ``train_sampling_strategy``."""
+    if settings.get("packing") and settings["stage"] != "sft":
+        raise ConfigError(
+            f"packing=True needs stage sft, not stage={settings['stage']}.",
+            "Remove packing: pt already joins texts into cutoff_len blocks, and cls trains on single texts.",
+        )
+    strategy = settings.get("train_sampling_strategy", "group_by_length")
+    if settings.get("group_by_length") and strategy != "group_by_length":
+        raise ConfigError(
+            f"group_by_length=True contradicts train_sampling_strategy={strategy}.",
+            "Keep one of them: group_by_length: true is the same as train_sampling_strategy: group_by_length.",
+        )
+
+
+def _check_cls(settings: dict[str, Any]) -> None:
+    """What a sequence classifier cannot do (yet)."""
+    if settings["quantization_bit"] is not None:
+        raise ConfigError(
+            f"quantization_bit={settings['quantization_bit']} is not supported by stage cls yet.",
+            "Remove quantization_bit: classifiers are small enough to train in bf16/fp32 with LoRA.",
+        )
+    if settings.get("tokenized_path"):
+        raise ConfigError(
+            "tokenized_path is not supported by stage cls.",
+            "Remove tokenized_path: classification rows are short and tokenise in seconds on every run.",
+        )
+
+
+def _check_predict(settings: dict[str, Any]) -> None:
+    """do_predict in stage sft generates the replies and scores them with ROUGE/BLEU."""
+    if not settings["predict_with_generate"]:
+        raise ConfigError(
+            "do_predict in stage sft generates the replies, so it needs predict_with_generate: true.",
+            "Add predict_with_generate: true (and max_new_tokens to bound the replies), or remove do_predict.",
+        )
+    if not (settings["eval_dataset"] or settings["dataset"]):
+        raise ConfigError("do_predict needs rows to predict, but neither eval_dataset nor dataset is set.",
+                          "Set eval_dataset: <name from dataset_info.json>.")
+    for module, pip_name in (("jieba", "jieba"), ("rouge_chinese", "rouge-chinese"), ("nltk", "nltk")):
+        require_package(module, f"{pip_name} (or: pip install -e '.[metrics]')", "do_predict (ROUGE/BLEU)")
+
+
+def check_series_args(settings: dict[str, Any], what: str) -> None:
+    """Rules for a run that is one of a series (a curriculum stage, a sweep run) rather than a run of its own."""
+    if settings.get("tokenized_path"):
+        # The saved rows are one run's data: a first run would stop the series after saving them, and a rerun
+        # would train every stage/ratio on the first one's rows.
+        raise ConfigError(
+            f"tokenized_path={settings['tokenized_path']} cannot be used by a {what}: each of its runs trains on "
+            "other rows, and tokenized_path holds the rows of one run.",
+            f"Remove tokenized_path from the {what} config (the datasets cache already keeps each run's "
+            "tokenised rows).",
+        )

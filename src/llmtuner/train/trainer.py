@@ -1,0 +1,127 @@
+"""``LlmtunerTrainer``: the transformers Trainer with what every llmtuner run needs, written once.
+
+- Atomic checkpoints (``checkpointing.AtomicCheckpointMixin``): each ``checkpoint-<step>`` folder appears
+  complete or not at all.
+- The chunked loss (``chunked_loss.ChunkedLossMixin``, ``chunked_loss=True``): causal-LM training steps without
+  the full logits tensor, where the model and run allow it (one log line says why not otherwise).
+- Resume and graceful stop (``train_resumable``): training continues from the checkpoint the user asked for;
+  SIGINT/SIGTERM saves a checkpoint and raises ``TrainingStopped`` (the CLI exits 130/143) instead of saving an
+  unfinished run as final.
+- The JSONL training log (``callbacks.LogCallback``) and, once the Trainer exists, run_args.yaml.
+
+The behaviour lives in ``LlmtunerTrainerMixin``, so a TRL trainer gets the same by putting the mixin first::
+
+    from trl import DPOTrainer
+
+    class LlmtunerDPOTrainer(LlmtunerTrainerMixin, DPOTrainer):
+        pass
+
+    trainer = LlmtunerDPOTrainer(model=..., args=..., ..., chunked_loss=False)
+    result = trainer.train_resumable(overwrite_output_dir=finetuning_args.overwrite_output_dir)
+
+(``chunked_loss`` is for causal-LM cross-entropy only; leave it off for preference losses.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from transformers import Seq2SeqTrainer
+
+from ..extras.errors import TrainingStopped
+from ..extras.logging import get_logger
+from .checkpointing import AtomicCheckpointMixin
+from .chunked_loss import ChunkedLossMixin
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizer, Seq2SeqTrainingArguments
+    from transformers.trainer_utils import TrainOutput
+
+logger = get_logger(__name__)
+
+
+class LlmtunerTrainerMixin(AtomicCheckpointMixin, ChunkedLossMixin):
+    """Put before any ``transformers.Trainer`` subclass (Seq2SeqTrainer, TRL's DPOTrainer, ...).
+
+    Takes one keyword of its own, ``chunked_loss``; everything else goes to the Trainer. Adds the JSONL log
+    callback, and ``train_resumable`` for resume + graceful stop.
+    """
+
+    def __init__(self, *args: Any, chunked_loss: bool = False, **kwargs: Any) -> None:
+        from .callbacks import LogCallback
+
+        kwargs["callbacks"] = [LogCallback(), *(kwargs.get("callbacks") or [])]
+        super().__init__(*args, **kwargs)
+        self.chunked_loss = chunked_loss and _chunked_loss_possible(self.model, self.args)
+
+    def train_resumable(self, overwrite_output_dir: bool = False) -> "TrainOutput":
+        """``train()`` from ``args.resume_from_checkpoint`` (a folder, ``auto`` = the latest, or none).
+
+        A fresh run with ``overwrite_output_dir`` first removes the earlier run's checkpoints. On SIGINT/SIGTERM
+        the current step finishes, a checkpoint is saved, how to resume is printed, and ``TrainingStopped`` is
+        raised (exit code 128 + signal number); a second signal stops at once.
+        """
+        from ..extras.checkpoints import resolve_resume_checkpoint
+        from .checkpointing import remove_replaced_checkpoints
+        from .signals import GracefulStopCallback
+
+        checkpoint = resolve_resume_checkpoint(self.args.resume_from_checkpoint, self.args.output_dir,
+                                               overwrite=overwrite_output_dir)
+        if checkpoint:
+            logger.info(f"Resuming training from {checkpoint}.")
+        elif overwrite_output_dir and self.is_world_process_zero():
+            remove_replaced_checkpoints(self.args.output_dir)
+        stop = GracefulStopCallback()
+        self.add_callback(stop)
+        try:
+            result = self.train(resume_from_checkpoint=checkpoint)
+        finally:
+            stop.restore_handlers()  # also when training raised: Ctrl-C must work again afterwards
+            self.remove_callback(stop)
+        if stop.stop_requested and self.state.global_step < self.state.max_steps:
+            message = _how_to_resume(self.args.output_dir, self.state, stop.signal_name)
+            if self.is_world_process_zero():
+                print(f"\n{message}", file=sys.stderr, flush=True)
+            raise TrainingStopped(message, stop.signal_number)
+        return result
+
+
+class LlmtunerTrainer(LlmtunerTrainerMixin, Seq2SeqTrainer):
+    """The Trainer of stages pt, sft and cls (Seq2SeqTrainer without predict_with_generate is the plain
+    Trainer; sft's generation goes through model/engine.py)."""
+
+
+def build_collator(tokenizer: "PreTrainedTokenizer", training_args: "Seq2SeqTrainingArguments",
+                   model: "PreTrainedModel") -> Any:
+    """Dynamic padding to the longest row of each batch (to a multiple of 8 on GPU for tensor cores); packed rows
+    keep their samples apart, by the attention kernel's own means (data/collator.py)."""
+    from ..data.collator import SupervisedDataCollator
+
+    on_gpu = not training_args.use_cpu and training_args.device.type == "cuda"
+    attn_implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    return SupervisedDataCollator(tokenizer, pad_to_multiple_of=8 if on_gpu else None,
+                                  attn_implementation=attn_implementation)
+
+
+def _chunked_loss_possible(model: Any, training_args: Any) -> bool:
+    from .chunked_loss import unsupported_reason
+
+    reason = unsupported_reason(model, training_args)
+    if reason:
+        logger.warning(f"chunked_loss is off for this run: {reason}; the model's own loss is used.")
+        return False
+    logger.info("chunked_loss: the training loss is computed at trained positions only, a chunk of logits at a time.")
+    return True
+
+
+def _how_to_resume(output_dir: str, state: Any, signal_name: str) -> str:
+    from ..extras.checkpoints import latest_checkpoint
+
+    checkpoint = latest_checkpoint(output_dir)
+    run_args = os.path.join(os.path.abspath(output_dir), "run_args.yaml")
+    return (f"Training stopped by {signal_name} at step {state.global_step} of {state.max_steps}; "
+            f"checkpoint saved to {checkpoint and os.path.abspath(checkpoint)}.\n"
+            f"Resume with the same command plus resume_from_checkpoint=auto, e.g.\n"
+            f"  llmtuner train {run_args} resume_from_checkpoint=auto")
