@@ -6,12 +6,12 @@ torch, transformers or datasets, and a broken config is reported before they loa
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from typing import Any, Callable, Optional
 
 from .extras.errors import ConfigError, LlmtunerError, RunStopped
+from .extras.suggest import closest_names
 
 EXAMPLE = "llmtuner train configs/sft_lora_tiny.yaml learning_rate=1e-4 output_dir=saves/demo"
 
@@ -273,7 +273,7 @@ def usage() -> str:
 
 
 def _unknown_command(name: str) -> None:
-    close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+    close = closest_names(name, COMMANDS, n=1)
     guess = f"Did you mean `llmtuner {close[0]}`? " if close else ""
     raise ConfigError(f"Unknown command {name!r}.",
                       f"{guess}Commands: {', '.join(COMMANDS)}. Run `llmtuner help` for details.")

@@ -237,3 +237,11 @@ def test_export_model_script_with_llamafactory_flags(tiny_qwen2_dir, adapters, t
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Exported the merged model to {out} (2 shard(s), float32)." in result.stdout
     assert len(list(out.glob("model-*.safetensors"))) == 2
+
+
+def test_a_torch_dtype_that_contradicts_export_dtype_is_refused_not_replaced(tiny_qwen2_dir, tmp_path):
+    args = {"model_name_or_path": tiny_qwen2_dir, "template": "qwen", "export_dir": str(tmp_path / "out")}
+    with pytest.raises(ConfigError) as info:
+        export_model({**args, "torch_dtype": "bfloat16", "export_dtype": "float32"})
+    assert info.value.message.startswith("torch_dtype=bfloat16 and export_dtype=float32 (= float32) disagree")
+    assert not (tmp_path / "out").exists()

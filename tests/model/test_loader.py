@@ -14,6 +14,7 @@ import torch
 
 from llmtuner.extras.errors import ConfigError, DependencyError, ModelError
 from llmtuner.hparams import FinetuningArguments, ModelArguments
+from llmtuner.hparams.parser import check_train_args_early
 from llmtuner.model import check_adapter_path, check_model_path, load_model, load_tokenizer
 from llmtuner.model import loader
 
@@ -181,21 +182,24 @@ def test_flash_attention_without_package(monkeypatch):
     assert loader.check_attn_implementation("sdpa") == "sdpa"
 
 
-def test_quantization_needs_lora():
+def _quantized_run(tmp_path, **overrides):
+    return {"model_name_or_path": "m", "dataset": "d", "template": "qwen", "output_dir": str(tmp_path / "out"),
+            "quantization_bit": 4, **overrides}
+
+
+def test_quantization_needs_lora_before_anything_loads(tmp_path, monkeypatch):
+    # the rule lives in hparams/rules.py and runs while the arguments are parsed, not when the model loads
+    monkeypatch.setattr(importlib.util, "find_spec", _fake_find_spec({"bitsandbytes"}))
     with pytest.raises(ConfigError) as info:
-        loader.build_quantization_config(
-            ModelArguments(quantization_bit=4), FinetuningArguments(finetuning_type="freeze"), torch.float32
-        )
-    assert info.value.message == (
-        "quantization_bit=4 works only with finetuning_type: lora (got finetuning_type=freeze)."
-    )
+        check_train_args_early(_quantized_run(tmp_path, finetuning_type="freeze"))
+    assert info.value.message == "quantization_bit=4 needs finetuning_type lora (QLoRA), not finetuning_type=freeze."
 
 
-def test_quantization_without_bitsandbytes(monkeypatch):
+def test_quantization_without_bitsandbytes(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", _fake_find_spec(set()))
     with pytest.raises(DependencyError) as info:
-        loader.build_quantization_config(ModelArguments(quantization_bit=8), FinetuningArguments(), torch.float32)
-    assert info.value.hint == "Run `pip install bitsandbytes`, or drop quantization_bit."
+        check_train_args_early(_quantized_run(tmp_path))
+    assert info.value.hint == "Install it with: pip install bitsandbytes"
 
 
 def test_quantization_config_fields(monkeypatch):
@@ -214,12 +218,6 @@ def test_quantization_config_fields(monkeypatch):
     )
     assert (eight_bit.load_in_4bit, eight_bit.load_in_8bit) == (False, True)
     assert loader.build_quantization_config(ModelArguments(), FinetuningArguments(), torch.float32) is None
-
-
-def test_quantization_is_checked_before_loading(tiny_qwen2_dir, qwen2_tokenizer):
-    args = ModelArguments(model_name_or_path=str(tiny_qwen2_dir), quantization_bit=4)
-    with pytest.raises(ConfigError, match="works only with finetuning_type: lora"):
-        load_model(qwen2_tokenizer, args, FinetuningArguments(finetuning_type="full"), is_trainable=True)
 
 
 # ---------------------------------------------------------------- load_model

@@ -42,3 +42,23 @@ def test_nothing_left_is_an_error(qwen_tokenizer):
     rows = _conversations(("Hi", "Hello!"), ("2+2?", "4"))
     with pytest.raises(DatasetError, match="No training sample is left after tokenisation"):
         _tokenize(rows, "sft", get_template("qwen", qwen_tokenizer), qwen_tokenizer, DataArguments(cutoff_len=1))
+
+
+def test_an_eval_split_that_loses_everything_is_named_as_the_eval_split(qwen_tokenizer, tmp_path):
+    import json
+
+    from transformers import Seq2SeqTrainingArguments
+
+    from llmtuner.data.dataset import get_dataset
+
+    long_prompt, long_reply = "Please read this carefully. " * 200, "This answer is far too long to fit. " * 5
+    (tmp_path / "train.json").write_text(json.dumps([{"instruction": "Hi", "output": "Hello!"}] * 4))
+    (tmp_path / "long.json").write_text(json.dumps([{"instruction": long_prompt, "output": long_reply}] * 2))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"short": {"file_name": "train.json"},
+                                                             "long": {"file_name": "long.json"}}))
+    data_args = DataArguments(dataset="short", eval_dataset="long", dataset_dir=str(tmp_path), cutoff_len=20,
+                              template="qwen")
+    training_args = Seq2SeqTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none")
+    with pytest.raises(DatasetError) as info:
+        get_dataset(get_template("qwen", qwen_tokenizer), qwen_tokenizer, data_args, training_args, stage="sft")
+    assert info.value.message == "No evaluation sample is left after tokenisation of eval_dataset long."

@@ -9,7 +9,6 @@ with no usable row at all is an error.
 
 from __future__ import annotations
 
-import difflib
 from collections import defaultdict
 from dataclasses import asdict, replace
 from typing import Any, Optional
@@ -19,6 +18,7 @@ import datasets
 from ..extras.constants import TASK_PROMPT
 from ..extras.errors import ConfigError, DatasetError
 from ..extras.logging import get_logger
+from ..extras.suggest import closest_names
 from .registry import DatasetColumns, DatasetSpec, MessageTags
 
 logger = get_logger(__name__)
@@ -106,7 +106,7 @@ def _columns_for_stage(raw: datasets.Dataset, spec: DatasetSpec, stage: str) -> 
     for role, column in mapped.items():
         if column is not None and column not in raw.column_names:
             unused = [name for name in raw.column_names if name not in mapped.values()]
-            close = difflib.get_close_matches(column, unused, n=1, cutoff=0.6)
+            close = closest_names(column, unused, n=1, cutoff=0.6)
             raise DatasetError(
                 f"Dataset {spec.name!r}: the {role} column {column!r} is not in {spec.path}; "
                 f"the file has columns: {', '.join(raw.column_names)}.",

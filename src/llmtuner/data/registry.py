@@ -9,13 +9,13 @@ the model has loaded. See ``data/README.md`` for the format reference.
 from __future__ import annotations
 
 import codecs
-import difflib
 import json
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from ..extras.errors import DatasetError
+from ..extras.suggest import closest_names
 
 REGISTRY_FILE = "dataset_info.json"
 FORMATTINGS = ("alpaca", "sharegpt", "openai", "scoring")
@@ -145,7 +145,7 @@ def _find_entry(name: str, registry: dict[str, Any], registry_path: str) -> dict
     if name not in registry:
         # Names containing what was typed come first ("sft" -> "sft_demo_zh_en"), then spelling neighbours.
         containing = sorted(known for known in registry if name.lower() in known.lower())
-        close = list(dict.fromkeys(containing + difflib.get_close_matches(name, list(registry), n=5, cutoff=0.5)))[:5]
+        close = list(dict.fromkeys(containing + closest_names(name, registry, n=5, cutoff=0.5)))[:5]
         known = close or sorted(registry)[:10]
         raise DatasetError(
             f"Dataset {name!r} is not registered in {registry_path}.",
@@ -383,7 +383,7 @@ def _check_num_samples(num_samples: Any, where: str) -> Optional[int]:
 
 
 def _did_you_mean(value: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(value, choices, n=3, cutoff=0.6)
+    close = closest_names(value, choices, n=3, cutoff=0.6)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 

@@ -15,7 +15,6 @@ runs on the same files can be compared question by question.
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import random
 import re
@@ -27,6 +26,7 @@ from typing import Optional
 
 from ..extras.errors import ConfigError, DatasetError
 from ..extras.logging import get_logger
+from ..extras.suggest import closest_names
 
 logger = get_logger(__name__)
 
@@ -242,7 +242,7 @@ def _choose_subjects(task: str, folder: Path, split: str, wanted: Optional[list[
         return present
     for name in wanted:
         if name not in mapping:
-            close = difflib.get_close_matches(name, list(mapping), n=3, cutoff=0.6)
+            close = closest_names(name, mapping, n=3, cutoff=0.6)
             raise ConfigError(f"subjects: {name!r} is not a {task} subject.",
                               (f"Did you mean {' or '.join(close)}? " if close else "")
                               + f"The subjects are the keys of llmtuner/eval/mappings/{task}.json.")

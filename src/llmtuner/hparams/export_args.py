@@ -31,7 +31,8 @@ class ExportArguments:
     )
     overwrite_export_dir: bool = field(
         default=False,
-        metadata={"help": "Replace the contents of a non-empty export_dir (formerly export_overwrite, still accepted)."},
+        metadata={"help": "Replace the contents of a non-empty export_dir (old name export_overwrite, still "
+                  "accepted)."},
     )
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ on a bad one) stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Union
 
 from ..extras.env import has_cuda
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 __all__ = ["CONFIG_SUFFIXES", "RUN_ARGS_FILE", "UserArgs", "check_train_args_early", "get_eval_args",
-           "get_export_args", "get_forgetting_args", "get_infer_args", "get_predict_args", "get_task_test_args", "get_train_args",
-           "read_args", "save_run_args"]
+           "get_export_args", "get_forgetting_args", "get_infer_args", "get_predict_args", "get_task_test_args",
+           "get_train_args", "read_args", "save_run_args"]
 
 
 INFER_DATACLASSES = (ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments)
@@ -113,8 +114,11 @@ def get_export_args(args: Union[dict[str, Any], list[str], None] = None) -> tupl
 def get_predict_args(args: Union[dict[str, Any], list[str], None] = None) -> tuple[Any, ...]:
     """``get_infer_args`` plus ``PredictArguments`` (text, input_file, output_file, ...), as a 5-tuple."""
     from .predict_args import PredictArguments
+    from .rules import check_classifier_args
 
-    return _infer_args((*INFER_DATACLASSES, PredictArguments), args)
+    parsed = _infer_args((*INFER_DATACLASSES, PredictArguments), args)
+    check_classifier_args(dataclasses.asdict(parsed[0]))  # before any weights load
+    return parsed
 
 
 def get_task_test_args(args: Union[dict[str, Any], list[str], None] = None) -> tuple[Any, ...]:

@@ -150,13 +150,18 @@ def _check_batching(settings: dict[str, Any]) -> None:
         )
 
 
-def _check_cls(settings: dict[str, Any]) -> None:
-    """What a sequence classifier cannot do (yet)."""
+def check_classifier_args(settings: dict[str, Any]) -> None:
+    """What a sequence classifier (training it, or labelling texts with it) cannot do yet."""
     if settings["quantization_bit"] is not None:
         raise ConfigError(
             f"quantization_bit={settings['quantization_bit']} is not supported by stage cls yet.",
             "Remove quantization_bit: classifiers are small enough to train in bf16/fp32 with LoRA.",
         )
+
+
+def _check_cls(settings: dict[str, Any]) -> None:
+    """Stage cls: the classifier rules, and no tokenized_path."""
+    check_classifier_args(settings)
     if settings.get("tokenized_path"):
         raise ConfigError(
             "tokenized_path is not supported by stage cls.",

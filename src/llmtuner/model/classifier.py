@@ -105,15 +105,6 @@ def classifier_max_length(model_args: ModelArguments, tokenizer: "PreTrainedToke
     return max_length
 
 
-def check_classifier_args(model_args: ModelArguments) -> None:
-    """Model options a classifier cannot use yet; called before any data or weights load."""
-    if model_args.quantization_bit is not None:
-        raise ConfigError(
-            f"quantization_bit={model_args.quantization_bit} is not supported by stage cls yet.",
-            "Remove quantization_bit: classifiers are small enough to train in bf16/fp32 with LoRA.",
-        )
-
-
 def load_classifier(
     tokenizer: "PreTrainedTokenizer",
     model_args: ModelArguments,
@@ -127,7 +118,6 @@ def load_classifier(
     saved with the adapter too, so that reloading the adapter rebuilds exactly the trained model.
     """
     folder = check_model_path(model_args.model_name_or_path)
-    check_classifier_args(model_args)
     attn_implementation = check_attn_implementation(model_args.attn_implementation)
     dtype = resolve_dtype(model_args.torch_dtype)
 

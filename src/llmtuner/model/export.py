@@ -58,6 +58,7 @@ def export_model(args: Union[dict[str, Any], list[str], None] = None) -> Path:
     check_not_quantized_checkpoint(source)
     target = check_export_dir(export_args, [source, *adapters])
     dtype = export_dtype(export_args.export_dtype, source)
+    check_load_dtype(raw.get("torch_dtype"), dtype, export_args.export_dtype)
     model_args = dataclasses.replace(model_args, torch_dtype=dtype)  # load straight into the export precision
     from .classifier import export_classifier, is_classifier_run
 
@@ -92,6 +93,19 @@ def export_model(args: Union[dict[str, Any], list[str], None] = None) -> Path:
     logger.info(f"Exported {len(shards)} safetensors shard(s) to {target}.")
     print(f"Exported the merged model to {target} ({len(shards)} shard(s), {dtype}).")
     return target
+
+
+def check_load_dtype(torch_dtype: Any, dtype: str, export_dtype_setting: str) -> None:
+    """Export loads the weights in the export precision, so a torch_dtype the user set must agree with it (it is
+    never silently replaced)."""
+    if torch_dtype in (None, "auto") or torch_dtype == dtype:
+        logger.info(f"export loads the base in {dtype} (export_dtype={export_dtype_setting}) and saves in {dtype}.")
+        return
+    raise ConfigError(
+        f"torch_dtype={torch_dtype} and export_dtype={export_dtype_setting} (= {dtype}) disagree: export loads and "
+        f"saves the weights in one precision.",
+        f"Remove torch_dtype (export_dtype sets it), or set export_dtype: {torch_dtype}.",
+    )
 
 
 def check_not_quantized_bits(quantization_bit: Any) -> None:

@@ -102,17 +102,7 @@ def build_quantization_config(
     bits = model_args.quantization_bit
     if bits is None:
         return None
-    if finetuning_args.finetuning_type != "lora":
-        raise ConfigError(
-            f"quantization_bit={bits} works only with finetuning_type: lora "
-            f"(got finetuning_type={finetuning_args.finetuning_type}).",
-            "Quantized weights cannot be trained directly: use finetuning_type: lora, or drop quantization_bit.",
-        )
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise DependencyError(
-            f"quantization_bit={bits} needs the bitsandbytes package, which is not installed.",
-            "Run `pip install bitsandbytes`, or drop quantization_bit.",
-        )
+    # quantization_bit needs finetuning_type lora and bitsandbytes: checked by hparams/rules.py before loading.
     from transformers import BitsAndBytesConfig
 
     if bits == 8:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from ..extras.errors import ConfigError
 from ..extras.files import write_text_atomically
 from ..extras.logging import get_logger, is_main_process
+from ..extras.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -67,9 +68,10 @@ def split_curriculum(args: dict[str, Any]) -> tuple[str, list[CurriculumStage], 
     if not isinstance(block, dict) or not isinstance(block.get("stages"), list) or not block["stages"]:
         raise ConfigError("`curriculum:` must hold a non-empty list of `stages`.",
                           "Write curriculum: {stages: [{name: basic, tasks: [a, b], data_ratio: 0.3, epochs: 1}]}")
-    unknown = set(block) - {"stages", "task_key"}
+    unknown = sorted(str(key) for key in set(block) - {"stages", "task_key"})
     if unknown:
-        raise ConfigError(f"Unknown key(s) in `curriculum:`: {', '.join(sorted(map(str, unknown)))}.",
+        raise ConfigError(f"Unknown key(s) in `curriculum:`: "
+                          f"{', '.join(key + did_you_mean(key, ('stages', 'task_key')) for key in unknown)}.",
                           "It takes `stages` and optionally `task_key`.")
     task_key = block.get("task_key", "dataset")
     if task_key not in TASK_KEYS:
@@ -101,8 +103,9 @@ def _parse_stage(position: int, raw: Any) -> CurriculumStage:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} is {raw!r}, not a mapping.", "Write it as {name: ..., tasks: [...], ...}.")
     unknown = [str(key) for key in raw if key not in STAGE_KEYS]
-    if unknown:
-        raise ConfigError(f"Unknown key(s) in {where}: {', '.join(unknown)}.",
+    if unknown:  # the same "did you mean" as for every other argument
+        described = [key + did_you_mean(key, STAGE_KEYS, cutoff=0.7, containing=True) for key in unknown]
+        raise ConfigError(f"Unknown key(s) in {where}: {', '.join(described)}.",
                           f"A stage takes: {', '.join(STAGE_KEYS)}.")
     name = raw.get("name")
     if not isinstance(name, str) or not _STAGE_NAME.match(name):
@@ -120,9 +123,11 @@ def _parse_stage(position: int, raw: Any) -> CurriculumStage:
 
 
 def _positive(value: Any, what: str) -> float:
-    try:
-        number = float(value) if not isinstance(value, bool) else float("nan")
-    except (TypeError, ValueError):
+    from ..hparams.convert import coerce
+
+    try:  # typed like every argument: 1e-4 from YAML (a string to PyYAML) is a number
+        number = coerce(what, value, float)
+    except ConfigError:
         number = float("nan")
     if not number > 0:
         raise ConfigError(f"{what}={value!r} is not a positive number.", "Set a number above 0, e.g. 0.5.")
@@ -160,8 +165,14 @@ def run_curriculum(
     Every stage's arguments are validated before the first stage trains. Stages that finished with the same
     arguments are skipped; ``overwrite_output_dir: true`` retrains them all.
     """
-    from ..hparams.parser import get_train_args, read_args
-    from .run_series import check_restartable, check_series_output_dir, finished_record, train_and_record
+    from ..hparams.parser import read_args
+    from .run_series import (
+        check_restartable,
+        check_series_output_dir,
+        finished_record,
+        parse_series_run,
+        train_and_record,
+    )
 
     task_key, stages, base = split_curriculum(read_args(args))
     output_dir = Path(base["output_dir"])
@@ -171,16 +182,18 @@ def run_curriculum(
     for position, stage in enumerate(stages, start=1):
         run_args = stage_args(base, task_key, stages, position)
         folder = Path(run_args["output_dir"])
-        done = None if overwrite else finished_record(folder, run_args, f"Curriculum stage {position} ({stage.name})")
+        what = f"Curriculum stage {position} ({stage.name})"
+        parsed = parse_series_run(run_args)  # every stage's arguments fail here, before the first stage trains
+        done = None if overwrite else finished_record(folder, run_args, parsed, what)
         if done is None:
-            if not overwrite and check_restartable(folder, f"Curriculum stage {position} ({stage.name})"):
+            if not overwrite and check_restartable(folder, what):
                 run_args["overwrite_output_dir"] = True  # our own unfinished stage: start it again
-            # every stage's arguments and datasets fail here, before the first stage trains
-            _check_stage_data(get_train_args(run_args)[1])
-        plans.append((stage, run_args, done))
+                parsed = parse_series_run(run_args)
+            _check_stage_data(parsed[1])  # and every stage's datasets
+        plans.append((stage, run_args, parsed, done))
 
     summary: list[dict[str, Any]] = []
-    for position, (stage, run_args, done) in enumerate(plans, start=1):
+    for position, (stage, run_args, parsed, done) in enumerate(plans, start=1):
         header = (f"Curriculum stage {position}/{len(plans)}: {stage.name} ({task_key}: {', '.join(stage.tasks)}; "
                   f"data_ratio {stage.data_ratio:g})")
         if done is not None:
@@ -188,7 +201,7 @@ def run_curriculum(
             record, status = done, "skipped"
         else:
             print(f"\n== {header} ==")
-            record, status = train_and_record(run_args, callbacks), "trained"
+            record, status = train_and_record(run_args, parsed, callbacks), "trained"
         summary.append({"stage": position, **asdict(stage), "output_dir": run_args["output_dir"],
                         "status": status, **record})
     result = {"task_key": task_key, "stages": summary,

@@ -38,21 +38,36 @@ def plain(value: Any) -> Any:
 _NOT_COMPARED = ("overwrite_output_dir",)
 
 
-def comparable(args: dict[str, Any]) -> dict[str, Any]:
-    """The user's keys of ``args`` with the values the parser resolves them to (so ``1e-2`` and ``0.01``, or a
-    YAML list and a comma string, compare equal), JSON-ready, without the keys of ``_NOT_COMPARED``."""
+def parse_series_run(args: dict[str, Any]) -> tuple[Any, ...]:
+    """The parsed arguments of one run of a series, parsed once and passed down to ``run_exp``.
+
+    Parsed as if overwriting, because the series itself decides what may happen to the run's folder (finished:
+    skipped; ours and unfinished: restarted; anything else: refused); the run's own overwrite_output_dir is put
+    back into the result.
+    """
     import dataclasses
 
     from ..hparams.parser import get_train_args
 
+    model_args, data_args, training_args, finetuning_args, generating_args = get_train_args(
+        {**args, "overwrite_output_dir": True})
+    finetuning_args = dataclasses.replace(finetuning_args, overwrite_output_dir=bool(args.get("overwrite_output_dir")))
+    return model_args, data_args, training_args, finetuning_args, generating_args
+
+
+def comparable(args: dict[str, Any], parsed: tuple[Any, ...]) -> dict[str, Any]:
+    """The user's keys of ``args`` with the values the parser resolved them to (``parsed``; so ``1e-2`` and
+    ``0.01``, or a YAML list and a comma string, compare equal), JSON-ready, without the keys of ``_NOT_COMPARED``."""
+    import dataclasses
+
     resolved: dict[str, Any] = {}
-    # overwrite_output_dir only lets the output_dir check pass for a folder that holds the finished run
-    for parsed in get_train_args({**args, "overwrite_output_dir": True}):
-        resolved.update(parsed.to_dict() if hasattr(parsed, "to_dict") else dataclasses.asdict(parsed))
+    for part in parsed:
+        resolved.update(part.to_dict() if hasattr(part, "to_dict") else dataclasses.asdict(part))
     return plain({key: resolved.get(key, value) for key, value in args.items() if key not in _NOT_COMPARED})
 
 
-def finished_record(output_dir: Path, args: dict[str, Any], what: str) -> Optional[dict[str, Any]]:
+def finished_record(output_dir: Path, args: dict[str, Any], parsed: tuple[Any, ...], what: str
+                    ) -> Optional[dict[str, Any]]:
     """The record of a finished run with exactly these ``args``, or None when the run has not finished.
 
     Raises ConfigError when ``output_dir`` holds a finished run made with other arguments (naming what changed).
@@ -61,9 +76,10 @@ def finished_record(output_dir: Path, args: dict[str, Any], what: str) -> Option
     if not path.is_file():
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))
-    if saved.get("args") == comparable(args):
+    now = comparable(args, parsed)
+    if saved.get("args") == now:
         return saved["record"]
-    before, now = saved.get("args", {}), comparable(args)
+    before = saved.get("args", {})
     changed = [f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
                if before.get(key) != now.get(key)]
     raise ConfigError(
@@ -102,14 +118,17 @@ def check_series_output_dir(output_dir: Path, overwrite: bool, run_prefix: str, 
                           f"Choose a new output_dir for the {what}, or set overwrite_output_dir: true.")
 
 
-def train_and_record(args: dict[str, Any], callbacks: Optional[list[TrainerCallback]] = None) -> dict[str, Any]:
-    """Run ``run_exp(args)`` and return its record; also written to ``<output_dir>/RUN_RECORD`` (main process)."""
+def train_and_record(args: dict[str, Any], parsed: tuple[Any, ...],
+                     callbacks: Optional[list[TrainerCallback]] = None) -> dict[str, Any]:
+    """Run ``run_exp`` on the ``parsed`` arguments (``args`` = what the user set, for run_args.yaml) and return
+    its record; also written to ``<output_dir>/RUN_RECORD`` (main process)."""
+    from ..extras.files import write_text_atomically
     from ..extras.logging import is_main_process
     from .tuner import run_exp
 
     recorder = RunRecorder()
     started = time.perf_counter()
-    metrics = run_exp(dict(args), callbacks=[recorder, *(callbacks or [])])
+    metrics = run_exp(dict(args), callbacks=[recorder, *(callbacks or [])], parsed=parsed)
     output_dir = Path(args["output_dir"])
     losses = loss_history(output_dir)
     record = {
@@ -124,9 +143,8 @@ def train_and_record(args: dict[str, Any], callbacks: Optional[list[TrainerCallb
         "metrics": {key: value for key, value in metrics.items() if isinstance(value, (int, float))},
     }
     if is_main_process():
-        path = output_dir / RUN_RECORD
-        path.write_text(json.dumps({"args": comparable(args), "record": record}, ensure_ascii=False, indent=2) + "\n",
-                        encoding="utf-8")
+        saved = {"args": comparable(args, parsed), "record": record}
+        write_text_atomically(output_dir / RUN_RECORD, json.dumps(saved, ensure_ascii=False, indent=2) + "\n")
     return record
 
 

@@ -40,6 +40,7 @@ class SweepRun:
     args: dict[str, Any]
     output_dir: Path
     record: dict[str, Any]
+    parsed: Optional[tuple[Any, ...]] = None  # the run's parsed arguments (parsed from args when absent)
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,9 @@ def generated_answers(run: SweepRun) -> tuple[list[dict[str, Any]], list[str]]:
 
     from ..model.engine import ChatEngine
     from ..data.loader import load_conversations, load_split_conversations
-    from ..hparams.parser import get_train_args
+    from .run_series import parse_series_run
 
-    model_args, data_args, training_args, finetuning_args, generating_args = get_train_args(
-        {**run.args, "overwrite_output_dir": True})
+    model_args, data_args, training_args, finetuning_args, generating_args = run.parsed or parse_series_run(run.args)
     if data_args.eval_dataset:
         rows = load_conversations(data_args.eval_dataset, data_args, "sft", seed=training_args.seed)
     else:
@@ -218,8 +218,14 @@ def run_sweep(
     unknown metric, a config without an evaluation set, or an output_dir holding something else.
     """
     from ..hparams import DataArguments
-    from ..hparams.parser import get_train_args, read_args
-    from .run_series import check_restartable, check_series_output_dir, finished_record, train_and_record
+    from ..hparams.parser import read_args
+    from .run_series import (
+        check_restartable,
+        check_series_output_dir,
+        finished_record,
+        parse_series_run,
+        train_and_record,
+    )
 
     from ..hparams.rules import check_series_args
     from ..hparams.sweep_args import SweepArguments
@@ -252,20 +258,21 @@ def run_sweep(
         run_args = {**base, "dataset_ratios": [round(value * ratio, 6) for value in base_ratios],
                     "output_dir": str(output_dir / f"ratio_{ratio:g}"), "do_train": True, "do_eval": True}
         folder = Path(run_args["output_dir"])
-        done = None if overwrite else finished_record(folder, run_args, f"Sweep run ratio={ratio:g}")
-        if done is None:
-            if not overwrite and check_restartable(folder, f"Sweep run ratio={ratio:g}"):
-                run_args["overwrite_output_dir"] = True
-            get_train_args(run_args)
-        plans.append((ratio, run_args, done))
+        what = f"Sweep run ratio={ratio:g}"
+        parsed = parse_series_run(run_args)  # every run's arguments fail here, before the first one trains
+        done = None if overwrite else finished_record(folder, run_args, parsed, what)
+        if done is None and not overwrite and check_restartable(folder, what):
+            run_args["overwrite_output_dir"] = True  # our own unfinished run: start it again
+            parsed = parse_series_run(run_args)
+        plans.append((ratio, run_args, parsed, done))
 
     scorer = METRICS[metric]
     runs = []
-    for position, (ratio, run_args, done) in enumerate(plans, start=1):
+    for position, (ratio, run_args, parsed, done) in enumerate(plans, start=1):
         print(f"\n== Sweep run {position}/{len(plans)}: ratio {ratio:g}" + (" (finished earlier, skipped) ==" if done
                                                                            else " =="))
-        record = done if done is not None else train_and_record(run_args)
-        scores = scorer.compute(SweepRun(ratio, run_args, Path(run_args["output_dir"]), record))
+        record = done if done is not None else train_and_record(run_args, parsed)
+        scores = scorer.compute(SweepRun(ratio, run_args, Path(run_args["output_dir"]), record, parsed))
         if "eval_loss" not in scores and "eval_loss" in record["metrics"]:  # shown beside every task metric
             scores = {**scores, "eval_loss": record["metrics"]["eval_loss"]}
         runs.append({"ratio": ratio, "output_dir": run_args["output_dir"], "status": "skipped" if done else "trained",

@@ -17,13 +17,15 @@ logger = get_logger(__name__)
 def run_exp(
     args: Union[dict[str, Any], list[str], None] = None,
     callbacks: Optional[list["TrainerCallback"]] = None,
+    parsed: Optional[tuple[Any, ...]] = None,
 ) -> dict[str, float]:
     """Run one training of stage pt, sft or cls and return its metrics.
 
     ``args`` is a dict, an argv list or None (sys.argv), read once. In order: every check that needs no torch
     (unknown keys, values, cross-argument rules, files, dataset names), the process set-up (threads, DeepSpeed
     rendezvous, malloc), the full arguments, the seed, then the stage recipe; run_args.yaml is written when the
-    Trainer exists, so a run that fails on its data or model writes nothing.
+    Trainer exists, so a run that fails on its data or model writes nothing. ``parsed`` = the arguments parsed
+    already from ``args`` (a curriculum stage, a sweep run: ``run_series.parse_series_run``), not parsed again.
 
     Raises ``LlmtunerError`` subclasses for anything the user can fix (before the model loads), and
     ``TrainingStopped`` when SIGINT/SIGTERM stopped training after a checkpoint.
@@ -36,13 +38,14 @@ def run_exp(
         raise ConfigError("run_exp runs one training; this config is a curriculum or an evaluation.",
                           "Run it with `llmtuner train <config>` (or llmtuner.cli.run_config), which routes it.")
     # Whatever can be checked without torch is checked first, so a typo or a missing file fails in a second.
-    model_args, data_args, finetuning_args, _ = check_train_args_early(raw)
+    model_args, data_args, finetuning_args, _ = (parsed[0], parsed[1], parsed[3], None) if parsed else \
+        check_train_args_early(raw)
     preflight_checks(model_args, data_args, finetuning_args)
     from ..extras.distributed import connect_deepspeed_comm, setup_process
 
     # CPU threads per rank and quiet non-main ranks, before the arguments set up the process group.
     setup_process(uses_deepspeed=bool(raw.get("deepspeed")))
-    parsed = get_train_args(raw)
+    parsed = parsed or get_train_args(raw)
     model_args, data_args, training_args, finetuning_args, generating_args = parsed
     connect_deepspeed_comm(training_args)  # DeepSpeed on CPU: ZeRO-3 must see every process while the model loads
     from ..extras.cpu_runtime import configure_cpu_runtime

@@ -10,11 +10,11 @@ Each template that mirrors a published model names the official Jinja file it re
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import replace
 from typing import TYPE_CHECKING, Optional
 
 from ...extras.errors import ConfigError
+from ...extras.suggest import closest_names
 from .base import Template
 from .jinja import template_from_tokenizer
 
@@ -138,7 +138,7 @@ def check_template_name(name: Optional[str]) -> str:
     normalised = name.strip().lower()
     valid = list_templates()
     if normalised not in valid:
-        close = difflib.get_close_matches(normalised, valid, n=3, cutoff=0.5)
+        close = closest_names(normalised, valid, n=3, cutoff=0.5)
         ordered = close + [other for other in valid if other not in close]
         raise ConfigError(
             f"Unknown template {name!r}. Valid templates: {', '.join(ordered)}.",
