@@ -13,6 +13,8 @@ import json
 import math
 import os
 import unicodedata
+from functools import partial
+from pathlib import Path
 from typing import Callable, Optional
 
 import datasets
@@ -20,6 +22,7 @@ import numpy as np
 from datasets.exceptions import DatasetsError
 
 from ..extras.errors import ConfigError, DatasetError
+from ..extras.files import write_file_atomically
 from ..extras.logging import get_logger
 from ..hparams import DataArguments
 from .converters import check_stage, convert_dataset, task_of_messages
@@ -286,14 +289,16 @@ def _utf8_json_files(spec: DatasetSpec, cache_dir: Optional[str]) -> list[str]:
         stat = os.stat(file)
         key = f"{os.path.abspath(file)}|{stat.st_size}|{stat.st_mtime_ns}|{spec.encoding}"
         target = os.path.join(folder, hashlib.sha256(key.encode()).hexdigest()[:20] + os.path.splitext(file)[1])
-        if not os.path.exists(target):
-            partial = f"{target}.{os.getpid()}.part"  # several ranks may transcode at once
-            with open(file, encoding=spec.encoding) as source, open(partial, "w", encoding="utf-8") as sink:
-                while chunk := source.read(_CHUNK_BYTES):
-                    sink.write(chunk)
-            os.replace(partial, target)
+        if not os.path.exists(target):  # several ranks may transcode at once: each writes its own temporary
+            write_file_atomically(target, partial(_transcode, file, spec.encoding))
         transcoded.append(target)
     return transcoded
+
+
+def _transcode(file: str, encoding: str, target: Path) -> None:
+    with open(file, encoding=encoding) as source, open(target, "w", encoding="utf-8") as sink:
+        while chunk := source.read(_CHUNK_BYTES):
+            sink.write(chunk)
 
 
 def _check_decodes(file: str, spec: DatasetSpec) -> None:
