@@ -53,16 +53,16 @@ def evaluate(trainer: "Trainer", perplexity: bool = True) -> dict[str, float]:
     return metrics
 
 
-def print_outputs(trainer: "Trainer", finetuning_args: "FinetuningArguments", plot: str = "training_loss.png") -> None:
+def print_outputs(trainer: "Trainer", finetuning_args: "FinetuningArguments") -> None:
     """Where the trained weights and the plot are (main process of a training run only)."""
     if not (trainer.is_world_process_zero() and trainer.args.do_train):
         return
     output_dir = trainer.args.output_dir
     what = "LoRA adapter" if finetuning_args.finetuning_type == "lora" else "model"
     print(f"\nSaved {what} to {os.path.abspath(output_dir)}")
-    path = os.path.join(output_dir, plot)
+    path = os.path.join(output_dir, "training_loss.png")
     if os.path.exists(path):
-        print(f"Plot: {os.path.abspath(path)}")
+        print(f"Loss curve: {os.path.abspath(path)}")
 
 
 def _drop_pickled_training_args(trainer: "Trainer") -> None:
