@@ -53,7 +53,7 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
-EVAL_EXAMPLE = ("llmtuner eval model_name_or_path=models/tiny-qwen2 task=mmlu task_dir=../shared/benchmarks "
+EVAL_EXAMPLE = ("llmtuner eval model_name_or_path=models/tiny-qwen2 task=mmlu task_dir=benchmarks "
                 "subjects=anatomy,astronomy max_samples=20 save_dir=saves/eval/mmlu")
 FORGETTING_EXAMPLE = "llmtuner forgetting configs/forgetting_tiny.yaml drop_threshold=0.05"
 

@@ -198,6 +198,7 @@ def write_config(tmp_path: Path, memorised, test_file: Path, save_dir: Path, **e
     return path
 
 
+@pytest.mark.slow
 def test_accuracy_is_full_on_memorised_rows_and_lower_on_unseen(memorised, tmp_path, capsys):
     seen_dir, unseen_dir = tmp_path / "seen", tmp_path / "unseen"
     assert main(["test", str(write_config(tmp_path, memorised, memorised.memorised_file, seen_dir)),
@@ -226,6 +227,7 @@ def test_accuracy_is_full_on_memorised_rows_and_lower_on_unseen(memorised, tmp_p
     assert "already holds test_results.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mode_all_through_the_command_line(memorised, tmp_path):
     save_dir = tmp_path / "all"
     config = write_config(tmp_path, memorised, memorised.memorised_file, save_dir)
@@ -246,6 +248,7 @@ def test_mode_all_through_the_command_line(memorised, tmp_path):
     assert "Testing: 100%" in result.stderr  # the progress bar
 
 
+@pytest.mark.slow
 def test_interactive_mode_answers_typed_inputs(memorised, tmp_path, monkeypatch, capsys):
     import io
 
