@@ -23,6 +23,9 @@ def run_cli(fn: Callable[..., Any], *args: Any) -> int:
     with no traceback unless LLMTUNER_DEBUG=1 (then it is re-raised). Ctrl-C gives 130. An int returned by
     ``fn`` is the exit code; anything else (e.g. a metrics dict) means success.
     """
+    from .extras.logging import quiet_unused_deepspeed
+
+    quiet_unused_deepspeed(sys.argv)
     try:
         result = fn(*args)
     except LlmtunerError as exc:

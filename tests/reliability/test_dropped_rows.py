@@ -42,3 +42,14 @@ def test_nothing_left_is_an_error(qwen_tokenizer):
     rows = _conversations(("Hi", "Hello!"), ("2+2?", "4"))
     with pytest.raises(DatasetError, match="No training sample is left after tokenisation"):
         _tokenize(rows, "sft", get_template("qwen", qwen_tokenizer), qwen_tokenizer, DataArguments(cutoff_len=1))
+
+
+def test_no_filtering_pass_when_every_sample_keeps_a_trained_token(qwen_tokenizer, monkeypatch):
+    rows = _conversations(("Hi", "Hello!"), ("2+2?", "4"))
+
+    def no_filter(*args, **kwargs):
+        raise AssertionError("filter ran (and showed a 'Dropping samples' bar) although no sample was empty")
+
+    monkeypatch.setattr(datasets.Dataset, "filter", no_filter)
+    kept = _tokenize(rows, "sft", get_template("qwen", qwen_tokenizer), qwen_tokenizer, DataArguments(cutoff_len=64))
+    assert len(kept) == 2

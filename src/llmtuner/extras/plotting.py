@@ -6,9 +6,12 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .logging import get_logger
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = get_logger(__name__)
 
@@ -26,13 +29,33 @@ def smooth(values: Sequence[float], weight: float | None = None) -> list[float]:
     return smoothed
 
 
+def curve_figure(key: str, steps: Sequence[int], values: Sequence[float], run_name: str) -> "Figure":
+    """One logged value against the step, smoothed, with its first and last values written on the plot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # the Figure API: no global backend or pyplot state is touched
+
+    figure = Figure()
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(steps, values, color="#1f77b4", alpha=0.4, label="original")
+    axes.plot(steps, smooth(values), color="#1f77b4", label="smoothed")
+    for step, value in ((steps[0], values[0]), (steps[-1], values[-1])):
+        axes.annotate(f"{value:.4g}", (step, value), textcoords="offset points", xytext=(0, 6), ha="center")
+    axes.set_ylim(bottom=min(0.0, min(values)), top=max(values) * 1.1 if max(values) > 0 else None)
+    axes.set_title(f"{key} of {run_name}: {values[0]:.4g} at step {steps[0]} -> {values[-1]:.4g} at step {steps[-1]}")
+    axes.set_xlabel("step")
+    axes.set_ylabel(key)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return figure
+
+
 def plot_loss(output_dir: str, keys: Sequence[str] = ("loss", "eval_loss")) -> list[Path]:
-    """Plot each key found in ``trainer_state.json``'s log history to ``training_<key>.png``; returns written files."""
-    import matplotlib
+    """Plot each key found in ``trainer_state.json``'s log history to ``training_<key>.png``; returns written files.
 
-    matplotlib.use("Agg")  # headless servers have no display
-    import matplotlib.pyplot as plt
-
+    The y axis starts at 0 (losses and accuracies are never negative), so a curve that barely moves looks flat
+    instead of filling a zoomed-in axis, and the title states the first and last values.
+    """
     state_file = Path(output_dir) / "trainer_state.json"
     if not state_file.is_file():
         logger.warning(f"No {state_file} to plot.")
@@ -44,17 +67,10 @@ def plot_loss(output_dir: str, keys: Sequence[str] = ("loss", "eval_loss")) -> l
         if not points:
             continue
         steps, values = zip(*points)
-        plt.figure()
-        plt.plot(steps, values, color="#1f77b4", alpha=0.4, label="original")
-        plt.plot(steps, smooth(values), color="#1f77b4", label="smoothed")
-        plt.title(f"{key} of {os.path.basename(os.path.abspath(output_dir))}")
-        plt.xlabel("step")
-        plt.ylabel(key)
-        plt.legend()
+        figure = curve_figure(key, steps, values, os.path.basename(os.path.abspath(output_dir)))
         name = "training_loss.png" if key == "loss" else f"training_{key}.png"
         path = Path(output_dir) / name
-        plt.savefig(path, format="png", dpi=100)
-        plt.close()
+        figure.savefig(path, format="png", dpi=100)
         written.append(path)
-        logger.info(f"Loss plot saved to {path}")
+        logger.info(f"Plot of {key} saved to {path}")
     return written

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -257,9 +259,19 @@ def _is_quantized(model: torch.nn.Module) -> bool:
     return getattr(model, "hf_quantizer", None) is not None or bool(getattr(model, "is_quantized", False))
 
 
+@contextmanager
+def _quiet_peft_wrap():
+    """PEFT reads transformers 5's deprecated ``is_gradient_checkpointing`` whenever it wraps a model; the
+    FutureWarning that raises is about PEFT's code, not anything the user can change, so it is dropped here only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def _load_adapter(model: PreTrainedModel, folder: Path, is_trainable: bool) -> PeftModel:
     try:
-        return PeftModel.from_pretrained(model, str(folder), is_trainable=is_trainable)
+        with _quiet_peft_wrap():
+            return PeftModel.from_pretrained(model, str(folder), is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as exc:
         base = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
         raise ModelError(
@@ -313,7 +325,8 @@ def _init_lora(
                     "embeddings: the new token rows stay untrained."
                 )
     elif is_trainable:
-        model = get_peft_model(model, build_lora_config(model, finetuning_args, train_embeddings, task_type))
+        with _quiet_peft_wrap():
+            model = get_peft_model(model, build_lora_config(model, finetuning_args, train_embeddings, task_type))
 
     if is_trainable:
         _upcast_trainable_params(model)

@@ -273,9 +273,12 @@ def load_model(
         model.requires_grad_(False)
         model.eval()
     trainable, total = count_parameters(model)
-    logger.info(
-        "trainable params: {:,} || all params: {:,} || trainable%: {:.4f}".format(
-            trainable, total, 100 * trainable / total if total else 0.0
+    if is_trainable:
+        logger.info(
+            "trainable params: {:,} || all params: {:,} || trainable%: {:.4f}".format(
+                trainable, total, 100 * trainable / total if total else 0.0
+            )
         )
-    )
+    else:  # export, chat, eval, test: nothing trains, so a "trainable params: 0" line would only puzzle
+        logger.info(f"all params: {total:,}")
     return model
