@@ -68,6 +68,16 @@ def test_missing_local_path_is_not_called_a_hub_id(tmp_path, monkeypatch):
     assert "huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct" in info.value.hint
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "bert"])
+def test_the_missing_demo_model_points_at_make_tiny_model(tmp_path, monkeypatch, arch):
+    monkeypatch.chdir(tmp_path)  # a fresh clone: no models/ folder yet
+    with pytest.raises(ModelError) as info:
+        check_model_path(f"models/tiny-{arch}")
+    assert "the tiny demo model, built locally on first use" in info.value.message
+    assert f"llmtuner make-tiny-model --arch {arch} --out models/tiny-{arch}" in info.value.hint
+    assert "huggingface-cli" not in info.value.hint
+
+
 def test_file_instead_of_folder(tmp_path):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"")
