@@ -245,7 +245,8 @@ def test_inference_model_is_fp32_frozen_and_in_eval_mode(tiny_qwen2_dir, qwen2_t
     assert not model.training
     assert model.config._attn_implementation == "sdpa"
     total = sum(param.numel() for param in params)
-    assert f"trainable params: 0 || all params: {total:,} || trainable%: 0.0000" in llmtuner_logs.messages
+    assert f"all params: {total:,}" in llmtuner_logs.messages  # no "trainable params: 0" where nothing trains
+    assert not any("trainable params" in message for message in llmtuner_logs.messages)
 
 
 def test_explicit_bf16_inference_model(tiny_qwen2_dir, qwen2_tokenizer):

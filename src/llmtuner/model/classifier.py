@@ -186,8 +186,9 @@ def load_classifier(
         model.requires_grad_(False)
         model.eval()
     trainable, total = count_parameters(model)
-    logger.info(f"{len(label_map.labels)} labels: {', '.join(label_map.labels)}. trainable params: {trainable:,} "
-                f"|| all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}")
+    counts = (f"trainable params: {trainable:,} || all params: {total:,} || trainable%: "
+              f"{100 * trainable / max(total, 1):.4f}" if is_trainable else f"all params: {total:,}")  # predict/export
+    logger.info(f"{len(label_map.labels)} labels: {', '.join(label_map.labels)}. {counts}")
     return model
 
 
