@@ -1,6 +1,6 @@
-"""Print (or --update README.md with) the flag reference table generated from the argument dataclasses.
+"""Print (or --update docs/flags.md with) the flag reference table generated from the argument dataclasses.
 
-The dataclasses' help strings are the single source of truth; a test checks README.md is up to date.
+The dataclasses' help strings are the single source of truth; tests/test_readme.py checks docs/flags.md is current.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- flags:begin -->", "<!-- flags:end -->"
+DEFAULT_PAGE = Path(__file__).resolve().parents[1] / "docs" / "flags.md"
 
 
 def flag_tables() -> str:
@@ -35,7 +36,8 @@ def flag_tables() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--update", type=Path, help="rewrite the section between the flag markers of this file")
+    parser.add_argument("--update", type=Path, nargs="?", const=DEFAULT_PAGE,
+                        help=f"rewrite the section between the flag markers of this file (default: {DEFAULT_PAGE})")
     args = parser.parse_args(argv)
     tables = flag_tables()
     if not args.update:

@@ -24,6 +24,9 @@ def run_cli(fn: Callable[..., Any], *args: Any) -> int:
     e.g. training stopped by SIGTERM after saving a checkpoint) gives its own code (128 + signal). Ctrl-C gives
     130. An int returned by ``fn`` is the exit code; anything else (e.g. a metrics dict) means success.
     """
+    from .extras.logging import quiet_unused_deepspeed
+
+    quiet_unused_deepspeed(sys.argv)
     try:
         result = fn(*args)
     except RunStopped as exc:  # the library already told the user what happened and how to continue
@@ -107,7 +110,7 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
-EVAL_EXAMPLE = ("llmtuner eval model_name_or_path=models/tiny-qwen2 task=mmlu task_dir=../shared/benchmarks "
+EVAL_EXAMPLE = ("llmtuner eval model_name_or_path=models/tiny-qwen2 task=mmlu task_dir=benchmarks "
                 "subjects=anatomy,astronomy max_samples=20 save_dir=saves/eval/mmlu")
 FORGETTING_EXAMPLE = "llmtuner forgetting configs/forgetting_tiny.yaml drop_threshold=0.05"
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from llmtuner.chat.cli_chat import ASSISTANT_PREFIX, CLEARED, USER_PROMPT, WELCOME
 
 from .memorise import REPO_ROOT, offline_env
+
+pytestmark = pytest.mark.slow  # a tiny model trained in a subprocess until it memorises rows
 
 
 def replies(stdout: str) -> list[str]:

@@ -7,6 +7,8 @@ import pytest
 from llmtuner.model.engine import ChatEngine
 from llmtuner.hparams import GeneratingArguments
 
+pytestmark = pytest.mark.slow  # a tiny model trained in a subprocess until it memorises rows
+
 QWEN_DEFAULT_SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>"
 
 

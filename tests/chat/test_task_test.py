@@ -186,6 +186,21 @@ def test_unknown_mode_is_a_clear_error(capsys):
     ]
 
 
+def test_a_missing_metrics_package_is_reported_before_the_model_loads(tiny_qwen2_dir, tmp_path, monkeypatch, capsys):
+    import llmtuner.extras.env as env
+    from llmtuner.model.engine import ChatEngine
+
+    available = env.is_package_available
+    monkeypatch.setattr(env, "is_package_available", lambda name: name != "jieba" and available(name))
+    monkeypatch.setattr(ChatEngine, "from_parsed", lambda *a, **k: pytest.fail("the model was loaded"))
+    argv = ["test", str(REPO_ROOT / "configs" / "test_data_platform.yaml"), f"model_name_or_path={tiny_qwen2_dir}",
+            "adapter_name_or_path=null", f"save_dir={tmp_path / 'out'}", "--mode", "accuracy"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: `jieba` is needed for ROUGE/BLEU of generated text." in err and "pip install jieba" in err
+    assert not (tmp_path / "out").exists()
+
+
 # ---- the modes, on the model that memorised four rows ----
 
 def write_config(tmp_path: Path, memorised, test_file: Path, save_dir: Path, **extra) -> Path:
@@ -198,6 +213,7 @@ def write_config(tmp_path: Path, memorised, test_file: Path, save_dir: Path, **e
     return path
 
 
+@pytest.mark.slow
 def test_accuracy_is_full_on_memorised_rows_and_lower_on_unseen(memorised, tmp_path, capsys):
     seen_dir, unseen_dir = tmp_path / "seen", tmp_path / "unseen"
     assert main(["test", str(write_config(tmp_path, memorised, memorised.memorised_file, seen_dir)),
@@ -226,6 +242,7 @@ def test_accuracy_is_full_on_memorised_rows_and_lower_on_unseen(memorised, tmp_p
     assert "already holds test_results.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mode_all_through_the_command_line(memorised, tmp_path):
     save_dir = tmp_path / "all"
     config = write_config(tmp_path, memorised, memorised.memorised_file, save_dir)
@@ -246,6 +263,7 @@ def test_mode_all_through_the_command_line(memorised, tmp_path):
     assert "Testing: 100%" in result.stderr  # the progress bar
 
 
+@pytest.mark.slow
 def test_interactive_mode_answers_typed_inputs(memorised, tmp_path, monkeypatch, capsys):
     import io
 

@@ -15,6 +15,8 @@ import torch
 
 from .conftest import TYPE_ROWS
 
+pytestmark = pytest.mark.slow  # trains the repo's cls config (180 steps) through the command line
+
 LLMTUNER = [sys.executable, "-m", "llmtuner.cli"]
 
 

@@ -23,6 +23,7 @@ def _log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow
 def test_lora_reaches_high_training_accuracy_and_saves_head_and_labels(lora_run):
     out, metrics, _ = lora_run
     assert metrics["eval_accuracy"] >= 0.9, metrics
@@ -53,6 +54,7 @@ def test_lora_reaches_high_training_accuracy_and_saves_head_and_labels(lora_run)
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
+@pytest.mark.slow
 def test_reloaded_adapter_gives_the_trained_probabilities(lora_run, tiny_bert_dir):
     out, metrics, captured = lora_run
     classifier = TextClassifier.from_args({"model_name_or_path": tiny_bert_dir, "adapter_name_or_path": str(out)})
@@ -75,6 +77,7 @@ def test_reloaded_adapter_gives_the_trained_probabilities(lora_run, tiny_bert_di
     assert correct / len(TYPE_ROWS) == pytest.approx(metrics["eval_accuracy"])
 
 
+@pytest.mark.slow
 def test_predict_file_writes_jsonl_with_metrics_and_never_overwrites(lora_run, tiny_bert_dir, tmp_path):
     out, metrics, _ = lora_run
     classifier = TextClassifier.from_args({"model_name_or_path": tiny_bert_dir, "adapter_name_or_path": str(out)})
@@ -94,6 +97,7 @@ def test_predict_file_writes_jsonl_with_metrics_and_never_overwrites(lora_run, t
     assert classifier.predict_file(str(rows), str(target), overwrite=True)["rows"] == 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finetuning_type", ["freeze", "full"])
 def test_freeze_and_full_save_a_classifier_with_its_labels(tiny_bert_dir, tmp_path, finetuning_type):
     out = tmp_path / finetuning_type
@@ -119,6 +123,7 @@ def test_freeze_and_full_save_a_classifier_with_its_labels(tiny_bert_dir, tmp_pa
     assert classifier.labels == TYPE_LABELS and classifier.label_map.text_prefix == TYPE_ROWS[0]["instruction"] + "\n"
 
 
+@pytest.mark.slow
 def test_decoder_model_gets_a_score_head(tiny_qwen2_dir, tmp_path):
     out = tmp_path / "qwen-cls"
     run_exp({**TRAIN_ARGS, "model_name_or_path": tiny_qwen2_dir, "finetuning_type": "lora", "max_steps": 3,
@@ -134,6 +139,7 @@ def test_decoder_model_gets_a_score_head(tiny_qwen2_dir, tmp_path):
         assert one == pytest.approx(other, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_class_weights_balanced_weighs_the_rare_label_up(tiny_bert_dir, tmp_path):
     from llmtuner.train.cls import class_weights
 
@@ -198,6 +204,7 @@ def test_unknown_label_in_eval_data_is_a_clear_error(tiny_bert_dir, tmp_path):
     assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_evaluating_a_saved_adapter_uses_its_label_map(lora_run, tiny_bert_dir, tmp_path):
     out, metrics, _ = lora_run
     evaluated = run_exp({**TRAIN_ARGS, "model_name_or_path": tiny_bert_dir, "adapter_name_or_path": str(out),
@@ -217,6 +224,7 @@ def test_quantized_classifiers_are_refused_before_loading(tiny_bert_dir):
                         FinetuningArguments(stage="cls"), LabelMap(TYPE_LABELS), is_trainable=True)
 
 
+@pytest.mark.slow
 def test_resumed_adapter_keeps_its_labels(lora_run, tiny_bert_dir, tmp_path):
     out, _, _ = lora_run
     with pytest.raises(ConfigError, match="differ from the labels the adapter"):

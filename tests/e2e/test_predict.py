@@ -24,6 +24,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow
 def test_train_then_predict_reproduces_the_rows(memorised):
     out = memorised.model_dir
     rows = json.loads(memorised.memorised_file.read_text(encoding="utf-8"))
@@ -45,6 +46,7 @@ def test_train_then_predict_reproduces_the_rows(memorised):
     assert losses[-1] < losses[0] / 10
 
 
+@pytest.mark.slow
 def test_predict_only_on_unseen_rows(memorised, tmp_path):
     from llmtuner.train.tuner import run_exp
 

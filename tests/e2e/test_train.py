@@ -58,6 +58,7 @@ def test_lora_sft_lowers_training_loss(tiny_qwen2_dir, tmp_path):
     assert any("lora_A" in key for key in adapter) and all(t.abs().sum() > 0 for t in adapter.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finetuning_type, extra", [("freeze", {"freeze_trainable_layers": 1}), ("full", {})])
 def test_freeze_and_full_sft_train_and_save_a_full_model(tiny_qwen2_dir, tmp_path, finetuning_type, extra):
     out = tmp_path / finetuning_type
@@ -73,6 +74,7 @@ def test_freeze_and_full_sft_train_and_save_a_full_model(tiny_qwen2_dir, tmp_pat
     assert len(losses) == 6
 
 
+@pytest.mark.slow
 def test_pt_lora_runs_on_text(tiny_qwen2_dir, tmp_path):
     out = tmp_path / "pt"
     _train(tiny_qwen2_dir, out, stage="pt", dataset="pt_demo", template=None, max_steps=4, cutoff_len=64)
@@ -80,6 +82,7 @@ def test_pt_lora_runs_on_text(tiny_qwen2_dir, tmp_path):
     assert len([row for row in read_log(out) if "loss" in row]) == 4
 
 
+@pytest.mark.slow
 def test_train_bash_with_plain_flags(run_cmd, tiny_qwen2_dir, tmp_path):
     out = tmp_path / "flags"
     result = run_cmd([
@@ -91,6 +94,7 @@ def test_train_bash_with_plain_flags(run_cmd, tiny_qwen2_dir, tmp_path):
     assert (out / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_llmtuner_train_yaml_with_overrides(run_cmd, tiny_qwen2_dir, tmp_path, repo_root):
     out = tmp_path / "yaml"
     cfg = tmp_path / "cfg.yaml"
@@ -105,6 +109,7 @@ def test_llmtuner_train_yaml_with_overrides(run_cmd, tiny_qwen2_dir, tmp_path, r
     assert "lora_rank: 4" in (out / "run_args.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_run_sft_sh_default_builds_tiny_model_and_trains(run_cmd, repo_root, tmp_path):
     out = tmp_path / "default"
     result = run_cmd(["bash", "run_sft.sh", f"output_dir={out}", "max_steps=3"])
@@ -127,6 +132,7 @@ def test_unknown_dataset_fails_before_training(run_cmd, tiny_qwen2_dir, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_tokenized_path_preprocesses_then_trains_from_disk(run_cmd, tiny_qwen2_dir, tmp_path):
     tokenized, out = tmp_path / "tokenized", tmp_path / "from_disk"
     common = [
@@ -147,6 +153,7 @@ def test_tokenized_path_preprocesses_then_trains_from_disk(run_cmd, tiny_qwen2_d
     assert (out / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tracker", ["tensorboard", "wandb"])
 def test_report_to_trackers_offline(tiny_qwen2_dir, tmp_path, monkeypatch, tracker):
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -129,3 +129,14 @@ def test_subjects_are_shared_out_between_tasks():
         subjects_per_task(["mmlu", "ceval"], ["anatomy", "law", "lawyer"])
     with pytest.raises(ConfigError, match="names no ceval subject"):
         subjects_per_task(["mmlu", "ceval"], ["anatomy"])
+
+
+@pytest.mark.parametrize("task", ["mmlu", "ceval", "cmmlu", "gsm8k"])
+def test_a_task_dir_without_the_layout_names_the_layout_and_where_the_files_come_from(task, tmp_path):
+    from llmtuner.eval.benchmarks import _layout_text, resolve_task_dir
+
+    for task_dir in (tmp_path / "missing", tmp_path):  # not a folder; a folder without the files
+        with pytest.raises((ConfigError, DatasetError)) as caught:
+            resolve_task_dir(task, str(task_dir))
+        assert _layout_text(task) in caught.value.message + caught.value.hint
+        assert "docs/evaluation.md" in caught.value.hint

@@ -225,6 +225,7 @@ def test_missing_adapter_is_refused(tiny_qwen2_dir, tmp_path):
                       "export_dir": str(tmp_path / "o")})
 
 
+@pytest.mark.slow
 def test_export_model_script_with_llamafactory_flags(tiny_qwen2_dir, adapters, tmp_path):
     out = tmp_path / "script"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

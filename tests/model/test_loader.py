@@ -69,6 +69,16 @@ def test_missing_local_path_is_not_called_a_hub_id(tmp_path, monkeypatch):
     assert "huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct" in info.value.hint
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "bert"])
+def test_the_missing_demo_model_points_at_make_tiny_model(tmp_path, monkeypatch, arch):
+    monkeypatch.chdir(tmp_path)  # a fresh clone: no models/ folder yet
+    with pytest.raises(ModelError) as info:
+        check_model_path(f"models/tiny-{arch}")
+    assert "the tiny demo model, built locally on first use" in info.value.message
+    assert f"llmtuner make-tiny-model --arch {arch} --out models/tiny-{arch}" in info.value.hint
+    assert "huggingface-cli" not in info.value.hint
+
+
 def test_file_instead_of_folder(tmp_path):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"")
@@ -232,8 +242,9 @@ def test_inference_model_is_fp32_frozen_and_in_eval_mode(tiny_qwen2_dir, qwen2_t
     assert not any(param.requires_grad for param in params)
     assert not model.training
     assert model.config._attn_implementation == "sdpa"
-    # nothing trains, so no "trainable params: 0" line (issue 18: no output the user cannot act on)
-    assert not [message for message in llmtuner_logs.messages if "trainable params" in message]
+    total = sum(param.numel() for param in params)
+    assert f"all params: {total:,}" in llmtuner_logs.messages  # no "trainable params: 0" where nothing trains
+    assert not any("trainable params" in message for message in llmtuner_logs.messages)
 
 
 def test_explicit_bf16_inference_model(tiny_qwen2_dir, qwen2_tokenizer):

@@ -41,6 +41,7 @@ def _one_sgd_step(model_dir: str, repo_root: Path, output_dir: Path, **overrides
      (True, dict(per_device_train_batch_size=2), dict(per_device_train_batch_size=1, gradient_accumulation_steps=2))],
     ids=["padded", "packed"],
 )
+@pytest.mark.slow
 def test_accumulated_micro_batches_give_the_same_update_as_one_batch(
     tiny_qwen2_dir, repo_root, tmp_path, packing, big, small
 ):

@@ -50,6 +50,7 @@ def _train_one_step(model_dir: str, repo_root: Path, output_dir: Path, **overrid
     dict(per_device_train_batch_size=2, packing=True),
     dict(per_device_train_batch_size=2, gradient_accumulation_steps=2, finetuning_type="full"),
 ], ids=["lora-batch4", "lora-accumulated", "lora-packed", "full-accumulated"])
+@pytest.mark.slow
 def test_a_chunked_loss_step_equals_the_plain_step(tiny_qwen2_dir, repo_root, tmp_path, monkeypatch, overrides):
     calls = []
     original = chunked_loss.causal_lm_loss_sum

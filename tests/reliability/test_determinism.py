@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from llmtuner.train.tuner import run_exp
 
 from .conftest import MAX_STEPS, assert_same_adapter, losses, train_args
+
+pytestmark = pytest.mark.slow  # several full trainings compared
 
 
 def test_same_config_and_seed_give_the_same_run(reference_run, tiny_qwen2_dir, tmp_path):

@@ -62,3 +62,14 @@ def test_an_eval_split_that_loses_everything_is_named_as_the_eval_split(qwen_tok
     with pytest.raises(DatasetError) as info:
         get_dataset(get_template("qwen", qwen_tokenizer), qwen_tokenizer, data_args, training_args, stage="sft")
     assert info.value.message == "No evaluation sample is left after tokenisation of eval_dataset long."
+
+
+def test_no_filtering_pass_when_every_sample_keeps_a_trained_token(qwen_tokenizer, monkeypatch):
+    rows = _conversations(("Hi", "Hello!"), ("2+2?", "4"))
+
+    def no_filter(*args, **kwargs):
+        raise AssertionError("filter ran (and showed a 'Dropping samples' bar) although no sample was empty")
+
+    monkeypatch.setattr(datasets.Dataset, "filter", no_filter)
+    kept = _tokenize(rows, "sft", get_template("qwen", qwen_tokenizer), qwen_tokenizer, DataArguments(cutoff_len=64))
+    assert len(kept) == 2

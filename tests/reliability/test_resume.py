@@ -13,6 +13,8 @@ from llmtuner.train.tuner import run_exp
 
 from .conftest import MAX_STEPS, SAVE_STEPS, as_argv, assert_same_adapter, launch, losses, train_args, wait_for
 
+pytestmark = pytest.mark.slow  # subprocess trainings killed and resumed
+
 
 def test_sigkill_after_a_checkpoint_then_resume_gives_the_uninterrupted_weights(reference_run, tiny_qwen2_dir,
                                                                                   tmp_path, caplog):

@@ -22,6 +22,7 @@ def _logged_a_step(out):
     return log.is_file() and '"loss"' in log.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_with_how_to_resume(tiny_qwen2_dir, tmp_path):
     out = tmp_path / "out"
     # Far more steps than it will take; save_steps that never come: the only checkpoint is the one Ctrl-C makes.
@@ -55,6 +56,7 @@ class _SendSignalAt(TrainerCallback):
             os.kill(os.getpid(), self.number)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_at_that_step_with_a_complete_checkpoint(tiny_qwen2_dir, tmp_path, capsys):
     out = tmp_path / "out"
     handler_before = signal.getsignal(signal.SIGTERM)

@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 
 from .conftest import TRAIN_ARGS, as_flags, free_port, launcher, losses, run_command
 
+pytestmark = pytest.mark.slow  # multi-process training (torchrun, gloo)
+
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 RUN_ARGS = {**TRAIN_ARGS, "finetuning_type": "lora", "max_steps": 4, "learning_rate": 1e-2,
             "lr_scheduler_type": "constant", "dataset_dir": str(DATA_DIR)}

@@ -20,6 +20,8 @@ from llmtuner.extras.cpu_runtime import cpu_threads
 
 from .conftest import PYTHON, TRAIN_ARGS, as_flags, free_port, launcher, losses, read_log, run_command
 
+pytestmark = pytest.mark.slow  # DeepSpeed trainings in subprocesses
+
 MAX_STEPS = 4
 
 

@@ -17,9 +17,9 @@ EVAL_ARGS = ["task=ceval", "subjects=law,logic,high_school_physics", "n_shot=2",
              "batch_size=4", "template=empty", "cutoff_len=1024"]
 
 
-def _evaluate(command: list[str], model_dir: str, save_dir: Path, repo_root: Path):
+def _evaluate(command: list[str], model_dir: str, save_dir: Path, repo_root: Path, shared_dir: Path):
     return run_command([*command, "src/evaluate.py", f"model_name_or_path={model_dir}",
-                        f"task_dir={repo_root.parent / 'shared' / 'benchmarks'}", f"save_dir={save_dir}",
+                        f"task_dir={shared_dir / 'benchmarks'}", f"save_dir={save_dir}",
                         *EVAL_ARGS], cwd=repo_root)
 
 
@@ -27,11 +27,12 @@ def _predictions(save_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (save_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
-def test_two_processes_give_the_single_process_results(tiny_qwen2_dir, repo_root, tmp_path):
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_results(shared_dir, tiny_qwen2_dir, repo_root, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    _evaluate([PYTHON], tiny_qwen2_dir, one, repo_root)
+    _evaluate([PYTHON], tiny_qwen2_dir, one, repo_root, shared_dir)
     result = _evaluate([launcher("torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port())],
-                       tiny_qwen2_dir, two, repo_root)
+                       tiny_qwen2_dir, two, repo_root, shared_dir)
     single, sharded = _predictions(one), _predictions(two)
     assert len(single) == 21 and [row["id"] for row in sharded] == [row["id"] for row in single]
     for alone, split in zip(single, sharded):
@@ -53,11 +54,12 @@ def test_each_rank_takes_every_nth_question_of_every_subject():
     assert halves[1].subjects[0].shots == questions[:1] and benchmark.num_questions == 10
 
 
-def test_forgetting_under_torchrun_writes_one_report(tiny_qwen2_dir, repo_root, tmp_path):
+@pytest.mark.slow
+def test_forgetting_under_torchrun_writes_one_report(shared_dir, tiny_qwen2_dir, repo_root, tmp_path):
     save_dir = tmp_path / "forgetting"
     result = run_command([launcher("torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
                           "-m", "llmtuner.cli", "forgetting", f"model_name_or_path={tiny_qwen2_dir}",
-                          f"tuned_model_path={tiny_qwen2_dir}", f"task_dir={repo_root.parent / 'shared' / 'benchmarks'}",
+                          f"tuned_model_path={tiny_qwen2_dir}", f"task_dir={shared_dir / 'benchmarks'}",
                           f"save_dir={save_dir}", *EVAL_ARGS], cwd=repo_root)
     report = json.loads((save_dir / "forgetting.json").read_text(encoding="utf-8"))
     assert report["tasks"]["ceval"]["overall"]["total"] == 21

@@ -14,6 +14,8 @@ from llmtuner.hparams import FinetuningArguments, ModelArguments
 
 from .conftest import TRAIN_ARGS, losses
 
+pytestmark = pytest.mark.slow  # bitsandbytes kernels compiled on first use, QLoRA training
+
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

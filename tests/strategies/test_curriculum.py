@@ -38,6 +38,7 @@ def _log(folder) -> list[dict]:
     return [json.loads(line) for line in (folder / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow
 def test_stages_resume_each_other_and_a_rerun_skips_them(tiny_qwen2_dir, two_tasks, tmp_path):
     out = tmp_path / "curriculum"
     config = {**train_args(tiny_qwen2_dir, two_tasks, out), "curriculum": {"stages": STAGES}}

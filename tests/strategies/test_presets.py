@@ -34,8 +34,9 @@ def _launch(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["data_platform", "medical", "medical_qlora", "chinese_capability"])
-def test_lora_presets_train(preset, tiny_qwen2_dir, tmp_path):
+def test_lora_presets_train(preset, tiny_qwen2_dir, tmp_path, request):
     out = tmp_path / preset
     metrics = _run_preset(preset, tiny_qwen2_dir, out)
     assert metrics["train_loss"] > 0 and "eval_loss" in metrics
@@ -49,10 +50,11 @@ def test_lora_presets_train(preset, tiny_qwen2_dir, tmp_path):
     if preset == "medical_qlora":
         assert "quantization_bit: 4" in (out / "run_args.yaml").read_text(encoding="utf-8")
     if preset == "chinese_capability":  # the before/after forgetting check of the preset, on real C-Eval files
+        shared = request.getfixturevalue("shared_dir")  # real C-Eval files: skips on a fresh clone
         report_dir = tmp_path / "forgetting"
         report = run_forgetting([str(PRESETS / "eval" / "chinese_capability_forgetting.yaml"),
                                  f"model_name_or_path={tiny_qwen2_dir}", f"adapter_name_or_path={out}", "task=ceval",
-                                 f"task_dir={REPO.parent / 'shared' / 'benchmarks'}", "subjects=accountant",
+                                 f"task_dir={shared / 'benchmarks'}", "subjects=accountant",
                                  "max_samples=4", "n_shot=1", "batch_size=4", f"save_dir={report_dir}"])
         overall = report["tasks"]["ceval"]["overall"]
         assert overall["total"] == 4 and overall["delta"] == pytest.approx(overall["after"] - overall["before"])
@@ -60,6 +62,7 @@ def test_lora_presets_train(preset, tiny_qwen2_dir, tmp_path):
             assert (report_dir / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_risk_scoring_preset_runs_its_curriculum(tiny_qwen2_dir, tmp_path):
     out = tmp_path / "risk"
     summary = _run_preset("risk_scoring", tiny_qwen2_dir, out)
@@ -71,6 +74,7 @@ def test_risk_scoring_preset_runs_its_curriculum(tiny_qwen2_dir, tmp_path):
     assert (out / "curriculum_loss.png").is_file() and (out / "curriculum_summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_full_tuning_preset_with_deepspeed_through_run_sft_sh(tiny_qwen2_dir, tmp_path):
     out = tmp_path / "full"
     result = _launch("run_sft.sh", "medical_full", f"model_name_or_path={tiny_qwen2_dir}", f"output_dir={out}", *QUICK)
@@ -80,6 +84,7 @@ def test_full_tuning_preset_with_deepspeed_through_run_sft_sh(tiny_qwen2_dir, tm
     assert (out / "model.safetensors").is_file() and f"Saved model to {out}" in result.stdout
 
 
+@pytest.mark.slow
 def test_pt_preset_through_run_pt_sh(tiny_qwen2_dir, tmp_path):
     out = tmp_path / "pt"
     result = _launch("run_pt.sh", "medical", f"model_name_or_path={tiny_qwen2_dir}", f"output_dir={out}", *QUICK)

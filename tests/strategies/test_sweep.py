@@ -27,6 +27,7 @@ def _prompts(args: dict) -> set[str]:
     return {messages[0]["content"] for messages in train["messages"]}
 
 
+@pytest.mark.slow
 def test_sweep_trains_nested_subsets_and_reports(tiny_qwen2_dir, two_tasks, tmp_path):
     out = tmp_path / "sweep"
     config = train_args(tiny_qwen2_dir, two_tasks, out, dataset="add,echo", val_size=4, num_train_epochs=1)

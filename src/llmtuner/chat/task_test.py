@@ -186,6 +186,10 @@ def run_task_test(args: Union[dict[str, Any], list[str], None] = None) -> int:
     model_args, data_args, finetuning_args, generating_args, test_args = get_task_test_args(args)
     rows = load_test_rows(test_args.test_file)
     scorers = scorer_names(rows, test_args)
+    if "rouge_l" in scorers.values() and test_args.mode != "interactive":  # before the model loads, not after generating
+        from ..eval.metrics.generation import check_metric_packages
+
+        check_metric_packages()
     mode = test_args.mode
     if mode in ("accuracy", "all"):
         check_save_dir(test_args)

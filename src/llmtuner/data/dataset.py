@@ -49,13 +49,14 @@ def _tokenize(
     tokenized = tokenize_rows(dataset, fn, tokenizer, data_args, f"Tokenising ({stage})")
     before = len(tokenized)
     empty = _empty_samples(tokenized)
-    tokenized = tokenized.filter(
-        lambda ids: [len(row) > 0 for row in ids],
-        input_columns="input_ids",
-        batched=True,
-        num_proc=data_args.preprocessing_num_workers,
-        desc="Dropping samples with no trained token",
-    )
+    if empty:  # no filtering pass (and no progress bar) when every sample kept a trained token
+        tokenized = tokenized.filter(
+            lambda ids: [len(row) > 0 for row in ids],
+            input_columns="input_ids",
+            batched=True,
+            num_proc=data_args.preprocessing_num_workers,
+            desc="Dropping samples with no trained token",
+        )
     dropped = before - len(tokenized)
     if dropped:
         logger.warning(

@@ -162,18 +162,24 @@ def resolve_task_dir(task: str, task_dir: Optional[str]) -> Path:
     if not task_dir:
         raise ConfigError(f"task_dir is not set, so there is no {task} data to read.",
                           f"Set task_dir to the folder holding {task} in its original layout "
-                          f"(e.g. task_dir: ../shared/benchmarks/{task}).")
+                          f"({_layout_text(task)}), e.g. task_dir: benchmarks; {DOWNLOAD_HINT}")
     base = Path(task_dir).expanduser()
     if not base.is_dir():
-        raise ConfigError(f"task_dir={task_dir} is not a folder.", "Check the path.")
+        raise ConfigError(f"task_dir={task_dir} is not a folder.",
+                          f"Point task_dir at a folder holding {task}/ in its original layout ({_layout_text(task)}); "
+                          f"{DOWNLOAD_HINT}")
     for folder in (base, base / task):
         if _has_layout(task, folder):
             return folder
     raise DatasetError(
         f"task_dir={task_dir} holds no {task} files in the original layout ({_layout_text(task)}), "
         f"neither directly nor in {base / task}.",
-        f"Point task_dir at the folder you unpacked {task} into, or at its parent.",
+        f"Point task_dir at the folder you unpacked {task} into, or at its parent; {DOWNLOAD_HINT}",
     )
+
+
+# Where the official files come from and where they go: docs/evaluation.md, "Getting the benchmark files".
+DOWNLOAD_HINT = "docs/evaluation.md (Getting the benchmark files) says what to download and where to unpack it."
 
 
 @lru_cache(maxsize=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from .processes import is_main_process
@@ -20,6 +21,25 @@ def get_logger(name: str) -> logging.Logger:
         root.setLevel(logging.INFO if is_main_process() else logging.WARNING)
         root.propagate = False
     return logging.getLogger(name if name.startswith("llmtuner") else f"llmtuner.{name}")
+
+
+class _DropDeepSpeedCpuBanner(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Setting accelerator to CPU")
+
+
+def quiet_unused_deepspeed(argv: list[str]) -> None:
+    """Drop DeepSpeed's "Setting accelerator to CPU" warning from runs that do not use DeepSpeed.
+
+    accelerate imports deepspeed whenever it is installed (``Trainer`` -> ``unwrap_model``), and importing it logs
+    that warning, which a run without DeepSpeed cannot act on. Called once by the entry layer (``run_cli``); the
+    filter sits on DeepSpeed's own logger, so nothing else is hidden.
+    """
+    if any("deepspeed" in arg for arg in argv) or "LOCAL_SIZE" in os.environ:  # asked for, or its launcher runs us
+        return
+    deepspeed_logger = logging.getLogger("DeepSpeed")
+    if not any(isinstance(f, _DropDeepSpeedCpuBanner) for f in deepspeed_logger.filters):
+        deepspeed_logger.addFilter(_DropDeepSpeedCpuBanner())
 
 
 __all__ = ["get_logger", "is_main_process"]

@@ -47,9 +47,30 @@ def save_png(figure: "Figure", path: str | Path, **savefig_kwargs: object) -> Pa
                                                                         **savefig_kwargs))
 
 
+def curve_figure(key: str, steps: Sequence[int], values: Sequence[float], run_name: str) -> "Figure":
+    """One logged value against the step, smoothed, with its first and last values written on the plot."""
+    figure = new_figure()
+    axes = figure.add_subplot()
+    axes.plot(steps, values, color="#1f77b4", alpha=0.4, label="original")
+    axes.plot(steps, smooth(values), color="#1f77b4", label="smoothed")
+    for step, value in ((steps[0], values[0]), (steps[-1], values[-1])):
+        axes.annotate(f"{value:.4g}", (step, value), textcoords="offset points", xytext=(0, 6), ha="center")
+    axes.set_ylim(bottom=min(0.0, min(values)), top=max(values) * 1.1 if max(values) > 0 else None)
+    axes.set_title(f"{key} of {run_name}: {values[0]:.4g} at step {steps[0]} -> {values[-1]:.4g} at step {steps[-1]}")
+    axes.set_xlabel("step")
+    axes.set_ylabel(key)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return figure
+
+
 def plot_loss(output_dir: str, keys: Sequence[str] = ("loss", "eval_loss")) -> list[Path]:
     """Plot each key found in ``trainer_state.json``'s log history to ``training_<key>.png`` (``loss`` to
-    ``training_loss.png``, ``eval_loss`` to ``training_eval_loss.png``); returns the files written."""
+    ``training_loss.png``, ``eval_loss`` to ``training_eval_loss.png``); returns the files written.
+
+    The y axis starts at 0 (losses and accuracies are never negative), so a curve that barely moves looks flat
+    instead of filling a zoomed-in axis, and the title states the first and last values.
+    """
     state_file = Path(output_dir) / "trainer_state.json"
     if not state_file.is_file():
         logger.warning(f"No {state_file} to plot.")
@@ -61,14 +82,7 @@ def plot_loss(output_dir: str, keys: Sequence[str] = ("loss", "eval_loss")) -> l
         if not points:
             continue
         steps, values = zip(*points)
-        figure = new_figure()
-        axis = figure.add_subplot()
-        axis.plot(steps, values, color="#1f77b4", alpha=0.4, label="original")
-        axis.plot(steps, smooth(values), color="#1f77b4", label="smoothed")
-        axis.set_title(f"{key} of {os.path.basename(os.path.abspath(output_dir))}")
-        axis.set_xlabel("step")
-        axis.set_ylabel(key)
-        axis.legend()
+        figure = curve_figure(key, steps, values, os.path.basename(os.path.abspath(output_dir)))
         path = save_png(figure, Path(output_dir) / plot_file_name(key))
         written.append(path)
         logger.info(f"Plot of {key} saved to {path}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -56,12 +58,13 @@ def init_adapter(
 
 
 def _ready(model: PreTrainedModel, is_trainable: bool) -> PreTrainedModel:
-    if not is_trainable:
-        model.requires_grad_(False)
-        return model.eval()
-    model.train()
     from .loader import count_parameters
 
+    if not is_trainable:  # export, chat, eval, test: a "trainable params: 0" line would only puzzle
+        model.requires_grad_(False)
+        logger.info(f"all params: {count_parameters(model)[1]:,}")
+        return model.eval()
+    model.train()
     trainable, total = count_parameters(model)
     logger.info(f"trainable params: {trainable:,} || all params: {total:,} || "
                 f"trainable%: {100 * trainable / max(total, 1):.4f}")
@@ -277,9 +280,19 @@ def _is_quantized(model: torch.nn.Module) -> bool:
     return getattr(model, "hf_quantizer", None) is not None or bool(getattr(model, "is_quantized", False))
 
 
+@contextmanager
+def _quiet_peft_wrap():
+    """PEFT reads transformers 5's deprecated ``is_gradient_checkpointing`` whenever it wraps a model; the
+    FutureWarning that raises is about PEFT's code, not anything the user can change, so it is dropped here only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def _load_adapter(model: PreTrainedModel, folder: Path, is_trainable: bool) -> PeftModel:
     try:
-        return PeftModel.from_pretrained(model, str(folder), is_trainable=is_trainable)
+        with _quiet_peft_wrap():
+            return PeftModel.from_pretrained(model, str(folder), is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as exc:
         base = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
         raise ModelError(
@@ -333,7 +346,8 @@ def _init_lora(
                     "embeddings: the new token rows stay untrained."
                 )
     elif is_trainable:
-        model = get_peft_model(model, build_lora_config(model, finetuning_args, train_embeddings, task_type))
+        with _quiet_peft_wrap():
+            model = get_peft_model(model, build_lora_config(model, finetuning_args, train_embeddings, task_type))
 
     if is_trainable:
         _upcast_trainable_params(model)

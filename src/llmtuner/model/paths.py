@@ -26,6 +26,13 @@ def check_local_folder(path: Optional[str], what: str = "model_name_or_path") ->
         return folder
     if folder.exists():
         raise ModelError(f"{what}={path!r} is a file, not a folder.", f"Set {what} to the folder that holds it.")
+    tiny = re.fullmatch(r"tiny-(qwen2|qwen3|llama|bert)", folder.name) if what == "model_name_or_path" else None
+    if tiny:  # the demo configs' model: built locally, never downloaded
+        raise ModelError(
+            f"{what}={path!r} does not exist yet: it is the tiny demo model, built locally on first use.",
+            f"Build it with `llmtuner make-tiny-model --arch {tiny.group(1)} --out {path}` "
+            f"(`bash run_sft.sh` does this for models/tiny-qwen2), then run the command again.",
+        )
     # "org/name" whose "org" is no local folder is a Hub id; "models/name" beside an existing models/ is a typo.
     looks_like_hub_id = bool(_HUB_ID.match(path)) and not folder.parent.is_dir()
     example = path if looks_like_hub_id else _DOWNLOAD_EXAMPLE

