@@ -9,8 +9,7 @@ import pytest
 
 from llmtuner.extras.logging import quiet_unused_deepspeed
 from llmtuner.hparams import FinetuningArguments, ModelArguments
-from llmtuner.model import load_tokenizer
-from llmtuner.model.loader import load_model
+from llmtuner.model import load_model, load_tokenizer
 
 
 @pytest.mark.parametrize("is_trainable", [True, False], ids=["train", "inference"])
