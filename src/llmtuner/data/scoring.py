@@ -268,6 +268,68 @@ def scoring_conversations(
     return [(spec.name, _convert(spec, stage, num_proc, joined))]
 
 
+@dataclass(frozen=True)
+class ScoringTestItem:
+    """One prompt of a scoring test: a company asked for one dimension (single mode) or several (multi mode),
+    with the gold row (score, think, reason) of each dimension asked."""
+
+    company: str  # the first clause of company_info (the company's name in the preset data)
+    dimensions: tuple[str, ...]
+    prompt: str  # the user turn, exactly as training builds it
+    gold: dict[str, dict[str, Any]]
+
+
+def scoring_test_items(raw_by_dimension: dict[str, datasets.Dataset], spec: DatasetSpec, mode: str
+                       ) -> list[ScoringTestItem]:
+    """The prompts of a test split, built as in training (``scoring_conversations``), with their gold scores.
+
+    Unlike training, no row is dropped: a test row without company_info or reason, or without a score in the
+    range, makes the gold incomplete, so it is an error naming the file and the rows.
+
+    Raises:
+        DatasetError: a file without a score field, or rows that cannot be scored.
+    """
+    labels = dict(spec.dimensions)
+    low, high = spec.score_range
+    rows_by_dimension = {}
+    for name, raw in raw_by_dimension.items():
+        where = f"{_dimension_file(spec, name)} (test dataset {spec.name!r}, dimension {name!r})"
+        if "score" not in raw.column_names:
+            raise DatasetError(f"{where} has no score field, so there is nothing to compare answers with.",
+                               "A scoring test split needs the gold score of every row: {{prompt, company_info, "
+                               f"think, score, reason}} with a score in [{number_text(low)}, {number_text(high)}].")
+        rows = []
+        for number, row in enumerate(raw, start=1):
+            problem, score = _row_problem(row, low, high)
+            if problem:
+                raise DatasetError(f"{where}: row {number} has {problem} (score {row.get('score')!r}).",
+                                   "Fix or remove that row: every test row needs company_info, reason and a score "
+                                   "in the entry's score_range.")
+            rows.append({**row, "score": score, "think": row.get("think") or "", "prompt": row.get("prompt") or ""})
+        rows_by_dimension[name] = rows
+    if mode == "single":
+        return [ScoringTestItem(company_name(row["company_info"]), (name,),
+                                build_single_prompt(row["company_info"], labels[name], low, high, row["prompt"]),
+                                {name: row})
+                for name, rows in rows_by_dimension.items() for row in rows]
+    companies: dict[str, dict[str, dict]] = {}  # as scoring_conversations joins them
+    for name, rows in rows_by_dimension.items():
+        for row in rows:
+            companies.setdefault(row["company_info"].strip(), {}).setdefault(name, row)
+    items = []
+    for company_info, by_dimension in companies.items():
+        names = tuple(name for name in labels if name in by_dimension)
+        items.append(ScoringTestItem(company_name(company_info), names,
+                                     build_multi_prompt(company_info, [labels[n] for n in names], low, high),
+                                     {name: by_dimension[name] for name in names}))
+    return items
+
+
+def company_name(company_info: str) -> str:
+    """The first clause of ``company_info`` ("匠心家居股份有限公司，成立于..." -> "匠心家居股份有限公司")."""
+    return re.split(r"[，,。；;:：\n]", company_info.strip(), maxsplit=1)[0].strip()[:60]
+
+
 def _dimension_file(spec: DatasetSpec, name: str) -> Optional[str]:
     return next((file for file in spec.data_files if os.path.splitext(os.path.basename(file))[0] == name), None)
 
