@@ -1,6 +1,6 @@
 """Charts of the scoring report and of comparisons: PNG next to the JSON, dimension names in Chinese.
 
-Every chart is a matplotlib ``Figure`` on its own Agg canvas (no pyplot state, no rcParams); its texts are set in
+Records are ``scoring_report.ScoredAnswer`` objects. Every chart is a matplotlib ``Figure`` on its own Agg canvas (no pyplot state, no rcParams); its texts are set in
 the project's CJK font (``plots.use_cjk_font``) before it is saved.
 """
 
@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .plots import display_labels, new_figure, save_figure, use_cjk_font
-
-if TYPE_CHECKING:
-    from .scoring_report import ScoredAnswer
 
 GOLD_COLOR, PREDICTED_COLOR = "#2ca02c", "#1f77b4"
 
@@ -26,12 +23,12 @@ def _grid(count: int, width: float = 4.2, height: float = 3.6) -> tuple[Any, lis
     return figure, axes
 
 
-def _by_dimension(records: Sequence["ScoredAnswer"], labels: dict[str, str]) -> list[tuple[str, list]]:
+def _by_dimension(records: Sequence[Any], labels: dict[str, str]) -> list[tuple[str, list]]:
     names = [name for name in labels if any(record.dimension == name for record in records)]
     return [(name, [record for record in records if record.dimension == name]) for name in names]
 
 
-def plot_scatter(records: Sequence["ScoredAnswer"], labels: dict[str, str], low: float, high: float,
+def plot_scatter(records: Sequence[Any], labels: dict[str, str], low: float, high: float,
                  path: Path) -> Path:
     """Predicted vs gold score per dimension (the diagonal is a perfect answer; unreadable ones are counted)."""
     groups = _by_dimension(records, labels)
@@ -51,7 +48,7 @@ def plot_scatter(records: Sequence["ScoredAnswer"], labels: dict[str, str], low:
     return save_figure(use_cjk_font(figure), path)
 
 
-def plot_gold_vs_predicted_histograms(records: Sequence["ScoredAnswer"], labels: dict[str, str], low: float,
+def plot_gold_vs_predicted_histograms(records: Sequence[Any], labels: dict[str, str], low: float,
                                       high: float, path: Path) -> Path:
     """Score distribution per dimension: gold and predicted bars side by side on integer scores."""
     groups = _by_dimension(records, labels)

@@ -105,7 +105,8 @@ def classification_markdown(metrics: dict[str, Any], title: str = "Classificatio
                      f"{entry['support']} |")
     table = metrics["confusion_matrix"]
     lines += ["", "Confusion matrix (rows: gold, columns: predicted):", "",
-              "| gold \\ predicted | " + " | ".join(table["columns"]) + " |", "| --- |" + " ---: |" * len(table["columns"])]
+              "| gold \\ predicted | " + " | ".join(table["columns"]) + " |",
+              "| --- |" + " ---: |" * len(table["columns"])]
     lines += [f"| {label} | " + " | ".join(map(str, row)) + " |" for label, row in zip(table["rows"], table["matrix"])]
     return "\n".join(lines) + "\n"
 
