@@ -125,7 +125,7 @@ class TextClassifier:
         output = Path(output_file)
         existing = [str(path) for path in (output, *report_paths(output)) if path.exists()]
         if existing and not overwrite:
-            raise ConfigError(f"output_file={output_file}: {', '.join(existing)} already exist(s).",
+            raise ConfigError(f"output_file={output_file} or its metrics report already exists ({', '.join(existing)}).",
                               "Choose another output_file, or pass overwrite_output_file=true to replace them.")
         rows = read_rows(input_file)
         texts = [row_text(row, number, input_file) for number, row in enumerate(rows, start=1)]
