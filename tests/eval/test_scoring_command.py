@@ -29,7 +29,7 @@ def _rows(companies) -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="module")
 def memorised_scoring(tmp_path_factory, tiny_qwen2_dir):
-    """(model dir, dataset_dir): full fine-tuning at a high learning rate memorises the 4 training rows (70 steps)."""
+    """(model dir, dataset_dir): full fine-tuning at a high learning rate memorises the 4 training rows (100 steps; 70 left one score of four unlearned)."""
     from llmtuner.train.tuner import run_exp
 
     root = tmp_path_factory.mktemp("memorised-scoring")
@@ -44,7 +44,7 @@ def memorised_scoring(tmp_path_factory, tiny_qwen2_dir):
     model = root / "model"
     run_exp({"model_name_or_path": tiny_qwen2_dir, "dataset_dir": str(root / "data"), "dataset": "scores_train",
              "output_dir": str(model), "stage": "sft", "finetuning_type": "full", "template": "qwen",
-             "cutoff_len": 256, "do_train": True, "max_steps": 70, "learning_rate": 5e-3,
+             "cutoff_len": 256, "do_train": True, "max_steps": 100, "learning_rate": 5e-3,
              "lr_scheduler_type": "constant", "per_device_train_batch_size": 4, "logging_steps": 10, "seed": 42,
              "report_to": "none", "save_strategy": "no"})
     return model, root / "data"
