@@ -202,11 +202,25 @@ def _chat(argv: list[str]) -> Any:
 
 def _test(argv: list[str]) -> Any:
     code = _usage_code(
-        argv, "llmtuner test <config.yaml> [--mode comprehensive|interactive|accuracy|all] [key=value ...]",
+        argv, "llmtuner test <config.yaml> [--mode comprehensive|interactive|accuracy|all] [key=value ...]\n"
+        "       llmtuner test <config.yaml> test_dataset=<scoring entry> save_dir=DIR   (scoring report)\n"
+        "       llmtuner test --compare DIR1 DIR2 [...] save_dir=DIR                  (compare scoring reports)",
         TEST_EXAMPLE,
     )
     if code is not None:
         return code
+    if argv[0] == "--compare":
+        from .eval.scoring_test import compare_results
+        from .hparams.parser import read_args
+
+        folders = [item for item in argv[1:] if "=" not in item and not item.startswith("--")]
+        options = read_args([item for item in argv[1:] if item not in folders])
+        unknown = sorted(set(options) - {"save_dir", "overwrite_save_dir"})
+        if unknown:
+            raise ConfigError(f"--compare takes save_dir and overwrite_save_dir, not {', '.join(unknown)}.",
+                              "llmtuner test --compare DIR1 DIR2 save_dir=DIR")
+        compare_results(folders, options.get("save_dir"), bool(options.get("overwrite_save_dir")))
+        return 0
     from .chat.task_test import run_task_test
 
     return run_task_test(argv)
@@ -257,7 +271,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
     "sweep": ("Train one run per data ratio (--ratios 0.2 0.4 ...) and compare them (sweep.json/.md/.png).", _sweep),
     "export": ("Merge LoRA adapters into the base and write a standalone safetensors model.", _export),
     "chat": ("Chat with a model in the terminal (streamed replies, history, `clear`, `exit`).", _chat),
-    "test": ("Run a tuned model over a task test file: comprehensive, interactive, accuracy or all modes.", _test),
+    "test": ("Run a tuned model over a task test file (modes), or a scoring test set (report; --compare).", _test),
     "predict": ("Label texts with a classifier (stage cls): one text, a file (JSON lines out), or interactively.",
                 _predict),
     "make-tiny-model": ("Build a tiny random model with a real tokenizer, for tests and demos.", _make_tiny_model),

@@ -118,3 +118,35 @@ def test_unknown_eval_label_fails_with_error_and_hint(tiny_bert_dir, repo_root, 
     assert "error: Evaluation dataset bad has label(s) outside the label set" in result.stderr
     assert "'闲聊' (1 row, e.g. '判断\\n你好')" in result.stderr
     assert "hint:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_predict_on_a_labelled_file_writes_the_metrics_report(cli_run, tiny_bert_dir, tmp_path, capsys):
+    """A file with gold labels: accuracy, macro-F1, per-label P/R/F1 and the confusion matrix next to the
+    predictions (JSON, MD, PNG), equal to sklearn's on the written predictions."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    from llmtuner.cli import main
+
+    out, _ = cli_run
+    rows = [{"text": "帮我重跑昨天失败的调度任务", "label": "数据平台相关问题"},
+            {"text": "今天北京的天气怎么样？", "label": "无关问题"},
+            {"text": "如何写一个 Python 函数？", "label": "通用问题"},
+            {"text": "数据表权限怎么申请", "label": "数据平台相关问题"}]
+    source, target = tmp_path / "labelled.jsonl", tmp_path / "preds.jsonl"
+    source.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    model = [f"model_name_or_path={tiny_bert_dir}", f"adapter_name_or_path={out}"]
+    assert main(["predict", *model, f"input_file={source}", f"output_file={target}"]) == 0
+    predicted = [json.loads(line)["predicted_label"] for line in target.read_text("utf-8").splitlines()]
+    gold = [row["label"] for row in rows]
+    labels = ["数据平台相关问题", "无关问题", "通用问题"]
+    metrics = json.loads((tmp_path / "preds_metrics.json").read_text("utf-8"))
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(gold, predicted))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(gold, predicted, labels=labels, average="macro",
+                                                         zero_division=0))
+    assert metrics["confusion_matrix"]["matrix"] == confusion_matrix(gold, predicted, labels=labels).tolist()
+    assert set(metrics["per_label"]) == set(labels)
+    markdown = (tmp_path / "preds_metrics.md").read_text("utf-8")
+    assert f"- accuracy: {metrics['accuracy']:.4f}" in markdown and "| 数据平台相关问题 |" in markdown
+    assert (tmp_path / "preds_confusion_matrix.png").stat().st_size > 5_000
+    assert "report:" in capsys.readouterr().out

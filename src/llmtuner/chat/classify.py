@@ -117,15 +117,21 @@ class TextClassifier:
         each row plus its prediction as one JSON line to ``output_file``.
 
         Returns a summary: ``rows``, ``output_file``, and when every row has a gold label (``label`` or ``output``)
-        the metrics of ``eval.metrics.classification_metrics`` against it. Raises ConfigError when ``output_file``
-        exists and ``overwrite`` is False, DatasetError for an unreadable file or a row without text.
+        the metrics of ``eval.metrics.classification_metrics`` against it (accuracy, macro-F1, per-label P/R/F1,
+        confusion matrix), also written next to the predictions as ``<stem>_metrics.json``, ``<stem>_metrics.md``
+        and ``<stem>_confusion_matrix.png`` (``report_files`` in the summary). Raises ConfigError when
+        ``output_file`` (or its metrics files) exists and ``overwrite`` is False, DatasetError for an unreadable
+        file or a row without text.
         """
         from tqdm.auto import tqdm
 
+        from ..eval.metrics.classification import report_paths
+
         output = Path(output_file)
-        if output.exists() and not overwrite:
-            raise ConfigError(f"output_file={output_file} already exists.",
-                              "Choose another output_file, or pass overwrite_output_file=true to replace it.")
+        existing = [str(path) for path in (output, *report_paths(output)) if path.exists()]
+        if existing and not overwrite:
+            raise ConfigError(f"output_file={output_file} or its metrics report already exists ({', '.join(existing)}).",
+                              "Choose another output_file, or pass overwrite_output_file=true to replace them.")
         rows = read_rows(input_file)
         texts = [row_text(row, number, input_file) for number, row in enumerate(rows, start=1)]
         predictions: list[dict[str, Any]] = []
@@ -145,6 +151,9 @@ class TextClassifier:
                                "they count as errors.")
             labels = list(self.labels) + unknown
             summary["metrics"] = classification_metrics(gold, [p["predicted_label"] for p in predictions], labels)
+            from ..eval.metrics.classification import write_classification_report
+
+            summary["report_files"] = [str(path) for path in write_classification_report(summary["metrics"], output)]
         return summary
 
     def _result(self, probabilities: list[float]) -> dict[str, Any]:
@@ -235,7 +244,7 @@ def run_predict(argv: Union[dict[str, Any], list[str], None] = None) -> int:
         if "metrics" in summary:
             metrics = summary["metrics"]
             print(f"Against the file's labels: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}"
-                  f" ({metrics['num_samples']} rows)")
+                  f" ({metrics['num_samples']} rows); report: {', '.join(summary['report_files'])}")
     else:
         classify_loop(classifier)
     return 0

@@ -1,5 +1,8 @@
 """``llmtuner test cfg.yaml --mode comprehensive|interactive|accuracy|all``: run a tuned model over a task test file.
 
+(With ``test_dataset=<scoring entry>`` instead of ``test_file``, it writes the scoring report of
+``eval/scoring_test.py``; ``llmtuner test --compare DIR1 DIR2 ... save_dir=D`` compares such reports.)
+
 The test file holds rows ``{"instruction", "input", "output", "task"}`` (``system`` optional), the layout the
 data-platform users train on. The prompt of a row is exactly its training prompt: instruction and input joined by a
 newline as one user turn (as ``data/converters.py`` does for alpaca rows), rendered by the chat template; for a
@@ -181,9 +184,15 @@ def _test_row(row: Any, number: int, path: str) -> TaskRow:
 
 def run_task_test(args: Union[dict[str, Any], list[str], None] = None) -> int:
     """Parse the config, check the test file and outputs, load the model, and run the chosen mode(s)."""
-    from ..hparams.parser import get_task_test_args
+    from ..hparams.parser import get_task_test_args, read_args
 
-    model_args, data_args, finetuning_args, generating_args, test_args = get_task_test_args(args)
+    user_args = read_args(args)
+    model_args, data_args, finetuning_args, generating_args, test_args = get_task_test_args(user_args)
+    if test_args.test_dataset:  # a registered scoring dataset: answers read back as scores (eval/scoring_test.py)
+        from ..eval.scoring_test import run_scoring_test
+
+        run_scoring_test(model_args, data_args, finetuning_args, generating_args, test_args, user_args)
+        return 0
     rows = load_test_rows(test_args.test_file)
     scorers = scorer_names(rows, test_args)
     if "rouge_l" in scorers.values() and test_args.mode != "interactive":  # before the model loads, not after generating

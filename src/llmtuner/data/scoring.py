@@ -20,7 +20,8 @@ numbered block per dimension. An answer block is, exactly (``ANSWER_BLOCK``)::
     理由：<reason>
 
 and in multi mode each block is headed ``<i>. <label>评估：`` and blocks are separated by a blank line.
-``parse_scoring_answer`` / ``parse_multi_scoring_answer`` read generated answers back for evaluation.
+``parse_score`` is the project's one score reader (range from the entry's ``score_range``);
+``parse_scoring_answer`` / ``parse_multi_scoring_answer`` / ``read_answer_scores`` read generated answers back.
 """
 
 from __future__ import annotations
@@ -58,8 +59,15 @@ BLOCK_HEADER = "{index}. {label}评估："
 
 _HEADER = re.compile(r"^\s*(\d+)\s*[.．、]\s*(.+?)评估\s*[:：]\s*$", re.M)
 _THINK = re.compile(r"分析过程\s*[:：]\s*(.*?)(?=\n\s*评分\s*[:：]|\Z)", re.S)
-_SCORE = re.compile(r"评分\s*[:：]\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*\d+(?:\.\d+)?)?")
 _REASON = re.compile(r"理由\s*[:：]\s*(.*)", re.S)
+# The score, in this order: the answer layout's "评分：7" / "评分：7/9"; another label ("Score: 7.5", "得分为8"); the
+# first "N/M" or "N分" (not 分析/分类/分钟); a text that is only a number.
+_LAYOUT = re.compile(r"评分\s*[:：]\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*\d+(?:\.\d+)?)?")
+_LABELLED = re.compile(r"(?:score|rating|评分|得分|分数|打分)\s*(?:[:：=\-]|为|是)?\s*(-?\d+(?:\.\d+)?)"
+                       r"(?:\s*/\s*\d+(?:\.\d+)?)?", re.I)
+_SUFFIXED = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/\s*\d+(?:\.\d+)?\b|分(?![析类钟]))")
+_BARE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*[。.]?\s*$")
+DEFAULT_SCORE_RANGE = (0.0, 9.0)  # a registry entry's score_range when it sets none (registry.DatasetSpec)
 
 
 @dataclass(frozen=True)
@@ -108,19 +116,56 @@ def format_multi_answer(blocks: list[tuple[str, str, float, str]], high: float =
 
 # ---- reading answers back ----
 
-def parse_scoring_answer(text: str, low: float = 0, high: float = 9) -> ScoringAnswer:
-    """Read one answer block; the score is the number after ``评分：`` (``7`` or ``7/9``), None if absent or
-    outside ``[low, high]``. Text outside the layout is tolerated: what cannot be found is empty."""
+def parse_score(text: Union[str, float, int, None], low: float = DEFAULT_SCORE_RANGE[0],
+                high: float = DEFAULT_SCORE_RANGE[1]) -> Optional[float]:
+    """The score in ``text`` (or a number given as such), or None when there is none in ``[low, high]``.
+
+    The one score reader of the project (answers of scoring models, the metrics of ``eval/metrics/scores.py``);
+    ``low``/``high`` come from the dataset's ``score_range``. The first match decides: a labelled score out of
+    range is a failure, not a reason to look further (a model that writes "评分：12" did not answer 7 because "7分"
+    appears in its reasoning).
+    """
+    if text is None or isinstance(text, bool):
+        return None
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        match = _score_match(text)
+        if not match:
+            return None
+        value = float(match.group(1))
+    return value if math.isfinite(value) and low <= value <= high else None
+
+
+def _score_match(text: str) -> Optional[re.Match]:
+    return _LAYOUT.search(text) or _LABELLED.search(text) or _SUFFIXED.search(text) or _BARE.match(text)
+
+
+def parse_scoring_answer(text: str, low: float = DEFAULT_SCORE_RANGE[0], high: float = DEFAULT_SCORE_RANGE[1]
+                         ) -> ScoringAnswer:
+    """Read one answer block: the score as ``parse_score`` reads it (``评分：7`` or ``评分：7/9``; None if absent
+    or outside ``[low, high]``), the think text before it and the reason after it. Text outside the layout is
+    tolerated: what cannot be found is empty."""
     think = _THINK.search(text)
-    score = _SCORE.search(text)
+    score = _score_match(text)
     reason = _REASON.search(text[score.end():] if score else text)
-    value = float(score.group(1)) if score else None
-    if value is not None and not (math.isfinite(value) and low <= value <= high):
-        value = None
-    return ScoringAnswer(think.group(1).strip() if think else "", value, reason.group(1).strip() if reason else "")
+    return ScoringAnswer(think.group(1).strip() if think else "", parse_score(text, low, high),
+                         reason.group(1).strip() if reason else "")
 
 
-def parse_multi_scoring_answer(text: str, labels: dict[str, str], low: float = 0, high: float = 9
+def read_answer_scores(text: str, dimensions: list[str], labels: dict[str, str], low: float, high: float,
+                       multi: bool) -> dict[str, ScoringAnswer]:
+    """The answer to a prompt that asked for ``dimensions`` (one in single mode, several in multi mode), read
+    back per dimension; a dimension whose block is missing gets ``ScoringAnswer("", None, "")``, so it counts as a
+    parse failure of that dimension only."""
+    if not multi:
+        return {dimensions[0]: parse_scoring_answer(text, low, high)}
+    found = parse_multi_scoring_answer(text, {name: labels[name] for name in dimensions}, low, high)
+    return {name: found.get(name, ScoringAnswer("", None, "")) for name in dimensions}
+
+
+def parse_multi_scoring_answer(text: str, labels: dict[str, str], low: float = DEFAULT_SCORE_RANGE[0],
+                               high: float = DEFAULT_SCORE_RANGE[1]
                                ) -> dict[str, ScoringAnswer]:
     """Read a multi-dimension answer: ``{dimension name: ScoringAnswer}`` for each ``labels`` entry (name ->
     label) whose block header ``<i>. <label>评估：`` is present. A dimension without a block is left out, so
@@ -221,6 +266,68 @@ def scoring_conversations(
                        "output": format_multi_answer(blocks, high)})
     logger.info(f"Dataset {spec.name!r}: {len(joined)} companies, each asked for its dimensions in one prompt.")
     return [(spec.name, _convert(spec, stage, num_proc, joined))]
+
+
+@dataclass(frozen=True)
+class ScoringTestItem:
+    """One prompt of a scoring test: a company asked for one dimension (single mode) or several (multi mode),
+    with the gold row (score, think, reason) of each dimension asked."""
+
+    company: str  # the first clause of company_info (the company's name in the preset data)
+    dimensions: tuple[str, ...]
+    prompt: str  # the user turn, exactly as training builds it
+    gold: dict[str, dict[str, Any]]
+
+
+def scoring_test_items(raw_by_dimension: dict[str, datasets.Dataset], spec: DatasetSpec, mode: str
+                       ) -> list[ScoringTestItem]:
+    """The prompts of a test split, built as in training (``scoring_conversations``), with their gold scores.
+
+    Unlike training, no row is dropped: a test row without company_info or reason, or without a score in the
+    range, makes the gold incomplete, so it is an error naming the file and the rows.
+
+    Raises:
+        DatasetError: a file without a score field, or rows that cannot be scored.
+    """
+    labels = dict(spec.dimensions)
+    low, high = spec.score_range
+    rows_by_dimension = {}
+    for name, raw in raw_by_dimension.items():
+        where = f"{_dimension_file(spec, name)} (test dataset {spec.name!r}, dimension {name!r})"
+        if "score" not in raw.column_names:
+            raise DatasetError(f"{where} has no score field, so there is nothing to compare answers with.",
+                               "A scoring test split needs the gold score of every row: {{prompt, company_info, "
+                               f"think, score, reason}} with a score in [{number_text(low)}, {number_text(high)}].")
+        rows = []
+        for number, row in enumerate(raw, start=1):
+            problem, score = _row_problem(row, low, high)
+            if problem:
+                raise DatasetError(f"{where}: row {number} has {problem} (score {row.get('score')!r}).",
+                                   "Fix or remove that row: every test row needs company_info, reason and a score "
+                                   "in the entry's score_range.")
+            rows.append({**row, "score": score, "think": row.get("think") or "", "prompt": row.get("prompt") or ""})
+        rows_by_dimension[name] = rows
+    if mode == "single":
+        return [ScoringTestItem(company_name(row["company_info"]), (name,),
+                                build_single_prompt(row["company_info"], labels[name], low, high, row["prompt"]),
+                                {name: row})
+                for name, rows in rows_by_dimension.items() for row in rows]
+    companies: dict[str, dict[str, dict]] = {}  # as scoring_conversations joins them
+    for name, rows in rows_by_dimension.items():
+        for row in rows:
+            companies.setdefault(row["company_info"].strip(), {}).setdefault(name, row)
+    items = []
+    for company_info, by_dimension in companies.items():
+        names = tuple(name for name in labels if name in by_dimension)
+        items.append(ScoringTestItem(company_name(company_info), names,
+                                     build_multi_prompt(company_info, [labels[n] for n in names], low, high),
+                                     {name: by_dimension[name] for name in names}))
+    return items
+
+
+def company_name(company_info: str) -> str:
+    """The first clause of ``company_info`` ("匠心家居股份有限公司，成立于..." -> "匠心家居股份有限公司")."""
+    return re.split(r"[，,。；;:：\n]", company_info.strip(), maxsplit=1)[0].strip()[:60]
 
 
 def _dimension_file(spec: DatasetSpec, name: str) -> Optional[str]:

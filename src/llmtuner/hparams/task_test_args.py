@@ -21,6 +21,17 @@ class TaskTestArguments:
         default=None,
         metadata={"help": "JSON list or JSON lines of rows with instruction, input, output and task (system optional)."},
     )
+    test_dataset: Optional[str] = field(
+        default=None,
+        metadata={"help": "Instead of test_file: a registered scoring dataset (\"formatting\": \"scoring\", e.g. "
+                  "risk_scoring_test); the model's answers are read back as scores and reported in save_dir "
+                  "(docs/scoring-evaluation.md)."},
+    )
+    score_bins: Optional[Union[list, str]] = field(
+        default=None,
+        metadata={"help": "test_dataset: inner edges of the bins of binned accuracy, e.g. 3,6 (default: the score "
+                  "range cut in three equal parts, 0-9 -> 3,6)."},
+    )
     mode: str = field(
         default="all",
         metadata={"help": "comprehensive (every row, grouped by task), interactive (ask task + input), accuracy "
@@ -46,12 +57,19 @@ class TaskTestArguments:
     )
 
     def __post_init__(self) -> None:
-        if not self.test_file:
+        if not self.test_file and not self.test_dataset:
             raise ConfigError(
-                "test_file is not set.",
-                "Add test_file: <JSON file of instruction/input/output/task rows>, "
-                "e.g. test_file: data/data_platform/test.json",
+                "Neither test_file nor test_dataset is set.",
+                "Add test_file: <JSON file of instruction/input/output/task rows> (e.g. data/data_platform/test.json)"
+                ", or test_dataset: <a registered scoring dataset> (e.g. risk_scoring_test).",
             )
+        if self.test_file and self.test_dataset:
+            raise ConfigError(f"Both test_file={self.test_file} and test_dataset={self.test_dataset} are set.",
+                              "Test one thing per run: remove one of them.")
+        if self.test_dataset and self.mode == "interactive":
+            raise ConfigError("mode=interactive does not apply to test_dataset (it writes a scoring report).",
+                              "Use `llmtuner chat` to talk to the model, or remove mode.")
+        self.score_bins = _parse_bins(self.score_bins)
         check_choice("mode", self.mode, TEST_MODES)
         check_choice("default_scorer", self.default_scorer, SCORER_NAMES)
         check_range("batch_size", self.batch_size, 1)
@@ -77,3 +95,15 @@ def _parse_task_scorers(value: Any) -> dict[str, str]:
             )
         pairs[task.strip()] = scorer.strip()
     return pairs
+
+
+def _parse_bins(value: Any) -> Optional[list[float]]:
+    """``"3,6"`` or ``[3, 6]`` -> [3.0, 6.0]; None stays None (the default bins)."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else split_list(str(value)) or []
+    try:
+        return [float(item) for item in items]
+    except (TypeError, ValueError):
+        raise ConfigError(f"score_bins={value!r} is not a list of numbers.",
+                          "Write the inner bin edges, e.g. score_bins: [3, 6] or score_bins=3,6.") from None

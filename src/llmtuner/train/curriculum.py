@@ -12,7 +12,9 @@ A config gets a ``curriculum:`` block next to its ordinary keys::
 Stage ``i`` (from 1) trains into ``<output_dir>/stage_<i>_<name>`` with the config's arguments plus its own
 tasks, ``dataset_ratios: <data_ratio>``, ``num_train_epochs: <epochs>`` and ``learning_rate``. From stage 2 on it
 resumes the previous stage's LoRA adapter (``adapter_name_or_path``; for freeze/full tuning the previous stage's
-model becomes ``model_name_or_path``). The block is read here from the raw config and removed before the
+model becomes ``model_name_or_path``). With ``test_dataset: <scoring entry>`` in the config, each finished stage
+is tested on it (``eval/scoring_test.py``; report in ``<stage>/scoring_test``, metrics under the stage's ``test``
+in the summary). The block is read here from the raw config and removed before the
 arguments are parsed, so it is not an argument of any dataclass. Outputs: ``curriculum_summary.json`` (per stage:
 samples, tokens, steps, time, final loss) and ``curriculum_loss.png`` (every stage's loss on one step axis).
 Running the same config again skips the stages that finished (``run_series``).
@@ -175,6 +177,11 @@ def run_curriculum(
     )
 
     task_key, stages, base = split_curriculum(read_args(args))
+    test_dataset = base.pop("test_dataset", None)  # not a training argument: each finished stage is tested on it
+    if test_dataset:  # a wrong entry fails now, not after the first stage trained
+        from ..eval.scoring_test import scoring_spec
+
+        scoring_spec(test_dataset, base.get("dataset_dir", "data"))
     output_dir = Path(base["output_dir"])
     overwrite = bool(base.get("overwrite_output_dir"))
     check_series_output_dir(output_dir, overwrite, "stage_", (SUMMARY_FILE, LOSS_PLOT_FILE), "curriculum")
@@ -204,6 +211,10 @@ def run_curriculum(
             record, status = train_and_record(run_args, parsed, callbacks), "trained"
         summary.append({"stage": position, **asdict(stage), "output_dir": run_args["output_dir"],
                         "status": status, **record})
+        if test_dataset and is_main_process():
+            from ..eval.scoring_test import stage_test_metrics
+
+            summary[-1]["test"] = stage_test_metrics(run_args, test_dataset)
     result = {"task_key": task_key, "stages": summary,
               "total_steps": sum(item["steps"] for item in summary),
               "total_train_time_s": round(sum(item["train_time_s"] for item in summary), 3)}

@@ -115,35 +115,33 @@ def _accuracy(run: SweepRun) -> dict[str, float]:
 
 
 def _score_mae(run: SweepRun) -> dict[str, float]:
-    """Scoring data: the mean absolute error of the scores read back from the answers (data/scoring.py). A score
-    that cannot be read counts as the largest possible error, so a run cannot improve by answering less."""
+    """Scoring data: the mean absolute error of the scores read back from the answers, by the code of the scoring
+    report (``data.scoring.read_answer_scores`` + ``eval.metrics.score_metrics``). A score that cannot be read
+    counts as the largest possible error, so a run cannot improve by answering less."""
     from ..data.registry import get_dataset_specs
-    from ..data.scoring import parse_multi_scoring_answer, parse_scoring_answer
+    from ..data.scoring import read_answer_scores
     from ..eval.metrics import score_metrics
 
     rows, answers = generated_answers(run)
     specs = {spec.name: spec for spec in get_dataset_specs(sorted({row["_dataset"] for row in rows}),
                                                            run.args.get("dataset_dir", "data"))}
+    multi = run.args.get("scoring_mode") == "multi"
     gold, predicted, lows, highs = [], [], [], []
     for row, answer in zip(rows, answers):
         spec = specs[row["_dataset"]]
         if spec.formatting != "scoring":
             raise ConfigError(f"--metric score_mae needs scoring data, but {spec.name!r} is {spec.formatting}.",
                               "Use --metric accuracy or eval_loss for this dataset.")
-        low, high = spec.score_range
+        (low, high), labels = spec.score_range, dict(spec.dimensions)
         lows.append(low)
         highs.append(high)
-        expected = row["messages"][-1]["content"]
-        if run.args.get("scoring_mode") == "multi":
-            labels = dict(spec.dimensions)
-            wanted, got = parse_multi_scoring_answer(expected, labels, low, high), \
-                parse_multi_scoring_answer(answer, labels, low, high)
-            for name, parsed in wanted.items():
-                gold.append(parsed.score)
-                predicted.append(got[name].score if name in got else None)
-        else:
-            gold.append(parse_scoring_answer(expected, low, high).score)
-            predicted.append(parse_scoring_answer(answer, low, high).score)
+        # the dimensions the expected answer holds: its numbered blocks (multi) or the one it answers (single)
+        asked = read_answer_scores(row["messages"][-1]["content"], list(labels) if multi else ["_"],
+                                   labels, low, high, multi)
+        wanted = {name: parsed for name, parsed in asked.items() if parsed.score is not None}
+        got = read_answer_scores(answer, list(wanted), labels, low, high, multi)
+        gold += [parsed.score for parsed in wanted.values()]
+        predicted += [got[name].score for name in wanted]
     low, high = min(lows), max(highs)
     metrics = score_metrics(gold, predicted, bins=(), low=low, high=high)
     worst = (high - low) * metrics["parse_failures"]

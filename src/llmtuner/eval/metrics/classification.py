@@ -72,13 +72,13 @@ def classification_metrics(
 
 def plot_confusion_matrix(metrics: dict[str, Any], path: str | Path, title: str = "confusion matrix") -> Path:
     """Draw ``metrics["confusion_matrix"]`` (from ``classification_metrics``) as a PNG; returns the path."""
-    from ..plots import display_labels, new_figure, save_figure
+    from ..plots import display_labels, new_figure, save_figure, use_cjk_font
 
     table = metrics["confusion_matrix"]
     rows, columns = display_labels(table["rows"]), display_labels(table["columns"])
     size = max(6.0, 0.6 * len(columns) + 2)
     figure = new_figure(figsize=(size, size * 0.85))
-    axes = figure.subplots()
+    axes = figure.add_subplot(1, 1, 1)
     image = axes.imshow(table["matrix"], cmap="Blues")
     figure.colorbar(image, ax=axes)
     axes.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
@@ -90,4 +90,42 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: str | Path, title: str 
         for j, count in enumerate(row):
             axes.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
     axes.set_title(f"{title}\naccuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}", fontsize=11)
-    return save_figure(figure, path)
+    return save_figure(use_cjk_font(figure), path)
+
+
+def classification_markdown(metrics: dict[str, Any], title: str = "Classification metrics") -> str:
+    """Accuracy, macro-F1, the per-label table and the confusion matrix as markdown."""
+    lines = [f"# {title}", "", f"- samples: {metrics['num_samples']}", f"- accuracy: {metrics['accuracy']:.4f}",
+             f"- macro-F1: {metrics['macro_f1']:.4f} (macro precision {metrics['macro_precision']:.4f}, macro recall "
+             f"{metrics['macro_recall']:.4f}; weighted F1 {metrics['weighted_f1']:.4f})",
+             f"- predictions outside the labels: {metrics['invalid_predictions']}", "",
+             "| label | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
+    for label, entry in metrics["per_label"].items():
+        lines.append(f"| {label} | {entry['precision']:.4f} | {entry['recall']:.4f} | {entry['f1']:.4f} | "
+                     f"{entry['support']} |")
+    table = metrics["confusion_matrix"]
+    lines += ["", "Confusion matrix (rows: gold, columns: predicted):", "",
+              "| gold \\ predicted | " + " | ".join(table["columns"]) + " |",
+              "| --- |" + " ---: |" * len(table["columns"])]
+    lines += [f"| {label} | " + " | ".join(map(str, row)) + " |" for label, row in zip(table["rows"], table["matrix"])]
+    return "\n".join(lines) + "\n"
+
+
+def report_paths(predictions_file: str | Path) -> tuple[Path, Path, Path]:
+    """Where the metrics of a predictions file go: ``<stem>_metrics.json``, ``<stem>_metrics.md`` and
+    ``<stem>_confusion_matrix.png`` next to it."""
+    path = Path(predictions_file)
+    stem = path.with_suffix("").name
+    return (path.with_name(f"{stem}_metrics.json"), path.with_name(f"{stem}_metrics.md"),
+            path.with_name(f"{stem}_confusion_matrix.png"))
+
+
+def write_classification_report(metrics: dict[str, Any], predictions_file: str | Path) -> list[Path]:
+    """The metrics as JSON, markdown and a confusion-matrix PNG next to ``predictions_file``; returns the paths."""
+    import json
+
+    json_path, md_path, png_path = report_paths(predictions_file)
+    json_path.write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(classification_markdown(metrics, f"Classification metrics of {Path(predictions_file).name}"),
+                       encoding="utf-8")
+    return [json_path, md_path, plot_confusion_matrix(metrics, png_path)]

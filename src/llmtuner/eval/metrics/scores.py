@@ -1,4 +1,6 @@
-"""Metrics for numeric scores (risk scoring on a 1-10 scale and the like): errors, correlations, binned accuracy.
+"""Metrics for numeric scores (risk scoring on a 0-9 or 1-10 scale and the like): errors, correlations, binned
+accuracy. Scores are read by the project's one score reader, ``data.scoring.parse_score``; ``low``/``high`` are the
+dataset's ``score_range``.
 
 A prediction that cannot be read as a score in range is a parse failure: it is counted, listed by index and
 counts as wrong in every accuracy. Errors and correlations can only use the parsed pairs; each number says how
@@ -8,55 +10,32 @@ many samples it rests on.
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from typing import Any, Optional, Sequence, Union
 
+from ...data.scoring import DEFAULT_SCORE_RANGE, parse_score
 from ...extras.errors import DatasetError
 
 Number = Union[int, float]
 
-# "评分：7", "score: 7.5", "得分为 8", "Score - 6"; then "7/10", "7 分"; then a bare number.
-_LABELLED = re.compile(r"(?:score|rating|评分|得分|分数|打分)\s*(?:[:：=\-]|为|是)?\s*(-?\d+(?:\.\d+)?)", re.I)
-_SUFFIXED = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/\s*10\b|分(?![析类钟]))")
-_BARE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*[。.]?\s*$")
-
-
-def parse_score(text: Union[str, Number, None], low: Number = 1, high: Number = 10) -> Optional[float]:
-    """The score in ``text``, or None when there is none in ``[low, high]``.
-
-    Reads, in this order: a labelled score ("评分：7", "Score: 7.5", "得分为8"), the first "N/10" or "N分", or a
-    text that is only a number. The first match decides: a labelled score out of range is a failure, not a reason
-    to look further (a model that writes "评分：12" did not answer 7 because "7分" appears in its reasoning).
-    """
-    if text is None or isinstance(text, bool):
-        return None
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        match = _LABELLED.search(text) or _SUFFIXED.search(text) or _BARE.match(text)
-        if not match:
-            return None
-        value = float(match.group(1))
-    return value if math.isfinite(value) and low <= value <= high else None
-
-
 def score_metrics(
     gold: Sequence[Number],
     predicted: Sequence[Union[str, Number, None]],
-    bins: Sequence[Number] = (4, 7),
+    bins: Optional[Sequence[Number]] = None,
     bin_names: Optional[Sequence[str]] = None,
-    low: Number = 1,
-    high: Number = 10,
+    low: Number = DEFAULT_SCORE_RANGE[0],
+    high: Number = DEFAULT_SCORE_RANGE[1],
     tolerance: Number = 1,
 ) -> dict[str, Any]:
     """Metrics of predicted scores (numbers, or texts read with ``parse_score``) against gold scores.
 
     ``bins`` are the inner bin edges: (4, 7) makes [low, 4) / [4, 7) / [7, high] (e.g. low / medium / high risk);
+    None (default) cuts the range into three equal parts (``default_bins``: 0-9 -> (3, 6), 1-10 -> (4, 7));
     ``bin_names`` names them. Returns:
     - ``num_samples``, ``num_parsed``, ``parse_failures``, ``parse_failure_rate``, ``failed_indices``;
     - over the parsed pairs: ``mae``, ``rmse``, ``pearson`` / ``pearson_p``, ``spearman`` / ``spearman_p``
-      (None when fewer than two pairs or a constant side makes a correlation undefined), ``mean_gold``,
+      (None when fewer than two pairs or a constant side makes a correlation undefined; ``pearson_reason`` /
+      ``spearman_reason`` then say which), ``mean_gold``,
       ``mean_predicted``;
     - over all samples (a parse failure counts as wrong): ``exact_accuracy`` (equal after rounding to the nearest
       integer), ``within_tolerance_accuracy`` (|predicted - gold| <= ``tolerance``), ``binned_accuracy`` (same bin),
@@ -74,9 +53,9 @@ def score_metrics(
         raise ValueError(f"{len(gold)} gold scores but {len(predicted)} predictions")
     if not gold:
         raise ValueError("no samples to score")
-    edges = [float(edge) for edge in bins]
+    edges = [float(edge) for edge in (default_bins(low, high) if bins is None else bins)]
     if any(b <= a for a, b in zip(edges, edges[1:])) or any(not low < edge <= high for edge in edges):
-        raise ValueError(f"bins {list(bins)} must increase strictly inside ({low}, {high}]")
+        raise ValueError(f"bins {edges} must increase strictly inside ({low}, {high}]")
     names = list(bin_names) if bin_names else _bin_ranges(edges, low, high)
     if len(names) != len(edges) + 1:
         raise ValueError(f"{len(edges) + 1} bins need {len(edges) + 1} bin_names, got {len(names)}")
@@ -119,9 +98,17 @@ def score_metrics(
         "bins": per_bin,
     }
     for name, test in (("pearson", stats.pearsonr), ("spearman", stats.spearmanr)):
-        statistic, p_value = _correlation(test, g_arr, p_arr)
+        statistic, p_value, reason = _correlation(test, g_arr, p_arr)
         result[name], result[f"{name}_p"] = statistic, p_value
+        if reason:
+            result[f"{name}_reason"] = reason
     return result
+
+
+def default_bins(low: Number, high: Number) -> tuple[float, float]:
+    """Inner edges cutting [low, high] into three equal bins (low / medium / high), rounded to whole scores."""
+    span = float(high) - float(low)
+    return float(round(low + span / 3)), float(round(low + 2 * span / 3))
 
 
 def _gold_score(value: Any, index: int, low: Number, high: Number) -> float:
@@ -132,15 +119,20 @@ def _gold_score(value: Any, index: int, low: Number, high: Number) -> float:
     return number
 
 
-def _correlation(test: Any, gold: Any, predicted: Any) -> tuple[Optional[float], Optional[float]]:
-    """(statistic, p-value), or (None, None) when undefined: under two pairs or a constant side."""
-    if len(gold) < 2 or gold.min() == gold.max() or predicted.min() == predicted.max():
-        return None, None
+def _correlation(test: Any, gold: Any, predicted: Any) -> tuple[Optional[float], Optional[float], str]:
+    """(statistic, p-value, ""), or (None, None, why) when undefined: under two pairs or a constant side."""
+    if len(gold) < 2:
+        return None, None, f"undefined: {len(gold)} parsed score(s), a correlation needs at least 2"
+    if gold.min() == gold.max() or predicted.min() == predicted.max():
+        side = "gold" if gold.min() == gold.max() else "predicted"
+        return None, None, f"undefined: every {side} score is {float((gold if side == 'gold' else predicted)[0]):g}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns about tiny samples; the caller sees num_parsed
         result = test(gold, predicted)
     statistic, p_value = float(result[0]), float(result[1])
-    return (statistic if math.isfinite(statistic) else None), (p_value if math.isfinite(p_value) else None)
+    if not math.isfinite(statistic):
+        return None, None, "undefined: the correlation is not a finite number"
+    return statistic, (p_value if math.isfinite(p_value) else None), ""
 
 
 def _bin_ranges(edges: list[float], low: Number, high: Number) -> list[str]:
