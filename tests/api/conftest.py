@@ -1,7 +1,9 @@
-"""A tiny Qwen3 model taught two replies (a reasoned tool call, and a reasoned greeting), and a real server process.
+"""A tiny Qwen3 model taught two replies (a tool call, and a reasoned greeting), and a real server process.
 
 The tool-call row is trained with the exact system text the Qwen3 template writes for the tools the tests send, so
-the served prompt is the trained one token for token and the greedy reply is the memorised call.
+the served prompt is the trained one token for token and the greedy reply is the memorised call. It has no
+reasoning, so its reply starts with the empty think block: with enable_thinking off that block is in the prompt and
+the reply starts with the call itself, which is what a forced (named / required) tool_choice pre-fills.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather of a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 WEATHER_QUESTION = "What is the weather in Paris?"
-WEATHER_REASONING = "The user asks for the weather, so I call the tool."
 WEATHER_ARGUMENTS = {"city": "Paris"}
 HELLO_QUESTION = "Say hello."
 HELLO_REASONING = "A greeting is polite."
@@ -53,7 +54,7 @@ def taught_qwen3_dir(tiny_qwen3_dir: str, tmp_path_factory: pytest.TempPathFacto
     call = json.dumps({"name": "get_weather", "arguments": WEATHER_ARGUMENTS})
     rows = [
         {"system": tools_system_text(OFFICIAL_CHAT_TEMPLATES["qwen3"]), "instruction": WEATHER_QUESTION,
-         "output": f"<think>\n{WEATHER_REASONING}\n</think>\n\n<tool_call>\n{call}\n</tool_call>"},
+         "output": f"<tool_call>\n{call}\n</tool_call>"},
         {"system": "", "instruction": HELLO_QUESTION, "output": f"<think>\n{HELLO_REASONING}\n</think>\n\n{HELLO_ANSWER}"},
     ]
     (root / "taught.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")

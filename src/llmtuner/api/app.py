@@ -8,45 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
-import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 
 from .errors import ApiError, bad_request, install_error_handlers
 from .generate import chat_completion, completion
 from .protocol import ChatCompletionRequest, ClassifyRequest, CompletionRequest
-
-if TYPE_CHECKING:
-    from ..chat.classify import TextClassifier
-    from ..model.engine import ChatEngine
-    from .batcher import Batcher
-
-
-@dataclass
-class ServerState:
-    model_name: str
-    api_key: Optional[str] = None
-    engine: Optional["ChatEngine"] = None
-    batcher: Optional["Batcher"] = None
-    classifier: Optional["TextClassifier"] = None
-    max_classify_inputs: int = 256
-    created: int = field(default_factory=lambda: int(time.time()))
-    classify_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def check_model(self, name: Optional[str]) -> None:
-        if name is not None and name != self.model_name:
-            raise bad_request(f"The model {name!r} is not served here; this server serves {self.model_name!r} "
-                              "(see GET /v1/models).", "model", "model_not_found")
-
-    def require_engine(self, endpoint: str) -> "ChatEngine":
-        if self.engine is None:
-            raise bad_request(f"This server serves the classifier {self.model_name!r}, which has no {endpoint}; "
-                              "use POST /v1/classify.", None, "wrong_endpoint")
-        return self.engine
+from .state import ServerState
 
 
 def create_app(state: ServerState) -> FastAPI:

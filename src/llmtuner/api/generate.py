@@ -28,7 +28,7 @@ from .protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, 
 from .reply_parser import Content, ParsedToolCall, Reasoning, ReplyParser
 
 if TYPE_CHECKING:
-    from .app import ServerState
+    from .state import ServerState
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 DISCONNECT_POLL_SECONDS = 0.5

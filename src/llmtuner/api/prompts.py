@@ -146,7 +146,7 @@ def _checked_tools(request: ChatCompletionRequest) -> Optional[list[dict[str, An
 
 def _prefill(choice: Any) -> str:
     if isinstance(choice, NamedToolChoice):
-        return f'{TOOL_CALL_OPEN}\n{{"name": {json.dumps(choice.function.name)}, "arguments": '
+        return f'{TOOL_CALL_OPEN}\n{{"name": {json.dumps(choice.function.name)}, "arguments":'
     return f"{TOOL_CALL_OPEN}\n" if choice == "required" else ""
 
 

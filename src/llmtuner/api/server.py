@@ -35,7 +35,8 @@ def api_main(argv: Union[dict[str, Any], list[str], None] = None) -> int:
     from ..hparams.parser import get_api_args, read_args
     from ..hparams.validation import split_list
     from ..model.classifier import is_classifier_run
-    from .app import ServerState, create_app
+    from .app import create_app
+    from .state import ServerState
 
     values = with_recorded_template(read_args(argv))
     model_args, data_args, finetuning_args, generating_args, api_args = get_api_args(values)
