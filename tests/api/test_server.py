@@ -251,7 +251,9 @@ def test_a_client_that_disconnects_frees_its_rows(server):
     with httpx.stream("POST", f"{server.base_url}/chat/completions", timeout=120,
                       json=hello(stream=True, max_tokens=3000, ignore_eos=True),
                       headers={"Authorization": f"Bearer {API_KEY}"}) as response:
-        next(response.iter_lines())  # the first chunk, then hang up
+        for line in response.iter_lines():  # read until generated text arrives (its row is running), then hang up
+            if '"delta": {"content"' in line or '"delta": {"reasoning_content"' in line:
+                break
     deadline = time.monotonic() + 120
     while httpx.get(health).json()["batches"]["cancelled_rows"] == before:
         assert time.monotonic() < deadline, "the abandoned stream kept generating"

@@ -151,6 +151,7 @@ class Batcher:
     def _drop_cancelled(self) -> None:
         for job in [job for job in self._pending if job.cancelled.is_set()]:
             self._pending.remove(job)
+            self.stats["cancelled_rows"] += len(job.rows)
 
     def _run(self, batch: list[Job]) -> None:
         if not batch:
