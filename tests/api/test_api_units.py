@@ -4,7 +4,6 @@ queue bound, OpenAI penalties, per-row stops, context limits, backend and enviro
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
@@ -229,4 +228,3 @@ def test_unknown_api_keys_get_suggestions(tmp_path):
 
     with pytest.raises(ConfigError, match="api_port"):
         get_api_args({"model_name_or_path": str(tmp_path), "api_prot": 80})
-    assert json.dumps  # (json is used by the module's other tests)
