@@ -241,6 +241,16 @@ def _predict(argv: list[str]) -> Any:
     return run_predict(argv)
 
 
+def _api(argv: list[str]) -> Any:
+    code = _usage_code(argv, "llmtuner api <config.yaml> [key=value ...]  (env API_HOST, API_PORT, API_KEY)",
+                       "llmtuner api model_name_or_path=models/tiny-qwen2 template=qwen api_port=8000")
+    if code is not None:
+        return code
+    from .api.server import api_main
+
+    return api_main(argv)
+
+
 def _make_tiny_model(argv: list[str]) -> Any:
     from .model.tiny import main as make_tiny_model
 
@@ -274,6 +284,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
     "test": ("Run a tuned model over a task test file (modes), or a scoring test set (report; --compare).", _test),
     "predict": ("Label texts with a classifier (stage cls): one text, a file (JSON lines out), or interactively.",
                 _predict),
+    "api": ("Serve a model (or a stage cls classifier) over an OpenAI-compatible HTTP API.", _api),
     "make-tiny-model": ("Build a tiny random model with a real tokenizer, for tests and demos.", _make_tiny_model),
     "version": ("Print the versions of llmtuner, python and the libraries it uses.", _version),
     "help": ("Show this message.", _help),

@@ -128,6 +128,13 @@ def get_task_test_args(args: Union[dict[str, Any], list[str], None] = None) -> t
     return _infer_args((*INFER_DATACLASSES, TaskTestArguments), args)
 
 
+def get_api_args(args: Union[dict[str, Any], list[str], None] = None) -> tuple[Any, ...]:
+    """``get_infer_args`` plus ``ApiArguments`` (api_host, api_port, api_key, batching, queue), as a 5-tuple."""
+    from .api_args import ApiArguments
+
+    return _infer_args((*INFER_DATACLASSES, ApiArguments), args)
+
+
 def _infer_args(classes: tuple[type, ...], args: Union[dict[str, Any], list[str], None]) -> tuple[Any, ...]:
     values = typed_args(read_args(args), classes)
     settings = {**field_defaults(classes), **values}

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from ..data.template import Template
     from ..hparams import DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments
+    from .generation import RowResult, RowSpec
 
 logger = get_logger(__name__)
 
@@ -82,11 +83,21 @@ class ChatEngine:
 
     # ---- prompts ----
 
-    def encode(self, messages: Messages, system: Optional[str] = None) -> list[int]:
-        """Prompt ids of a conversation that ends with a user turn, as training renders it."""
+    def encode(
+        self, messages: Messages, system: Optional[str] = None, enable_thinking: Optional[bool] = None
+    ) -> list[int]:
+        """Prompt ids of a conversation that ends with a user turn, as training renders it (``enable_thinking``
+        None: the engine's setting)."""
+        thinking = self.enable_thinking if enable_thinking is None else enable_thinking
         return self.template.encode_prompt(
-            self.tokenizer, messages, system or self.default_system, enable_thinking=self.enable_thinking
+            self.tokenizer, messages, system or self.default_system, enable_thinking=thinking
         )
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens (prompt + reply) the model takes: its position limit, else the tokenizer's."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        return int(limit or self.tokenizer.model_max_length)
 
     def prompt_text(self, messages: Messages, system: Optional[str] = None) -> str:
         return self.tokenizer.decode(self.encode(messages, system), skip_special_tokens=False)
@@ -160,6 +171,40 @@ class ChatEngine:
         thread.join()
         if errors:  # raised in the generating thread; without this the caller would see a reply cut short
             raise errors[0]
+
+    def generate_rows(
+        self, rows: list["RowSpec"], seed: Optional[int] = None, ignore_eos: bool = False, **overrides: Any
+    ) -> list["RowResult"]:
+        """Generate several rows in ONE left-padded batch, each with its own length limit, stop strings, penalties,
+        cancellation and text callback (see model/generation.py); sampling settings (``overrides``) are shared.
+
+        ``seed`` makes sampling repeatable: the global RNG is forked, so the process's own random state is untouched.
+        ``ignore_eos`` generates past the stop tokens (fixed-length replies, for benchmarks), as vLLM's option does.
+        """
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList, SuppressTokensLogitsProcessor
+
+        from .generation import OpenAIPenalties, RowTracker
+
+        input_ids, attention_mask = self._left_pad([row.prompt for row in rows])
+        tracker = RowTracker(rows, self.tokenizer, [] if ignore_eos else self.stop_ids)
+        kwargs = self.generate_kwargs(**{**overrides, "max_new_tokens": max(row.max_new_tokens for row in rows)})
+        kwargs["stopping_criteria"] = StoppingCriteriaList([tracker])
+        processors = LogitsProcessorList()
+        if ignore_eos:  # the stop tokens can never be drawn, so every row runs to its length limit
+            processors.append(SuppressTokensLogitsProcessor(self.stop_ids, device=self.model.device))
+        if any(row.presence_penalty or row.frequency_penalty for row in rows):
+            processors.append(OpenAIPenalties(
+                [row.presence_penalty for row in rows], [row.frequency_penalty for row in rows], input_ids.shape[1]
+            ))
+        if processors:
+            kwargs["logits_processor"] = processors
+        devices = [self.model.device] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return tracker.results()
 
     def _generate_into(self, errors: list[BaseException], **kwargs: Any) -> None:
         import torch
