@@ -183,7 +183,8 @@ def _help(argv: list[str]) -> int:
 
 # name -> (one-line summary, function taking the remaining argv)
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
-    "train": ("Train (stage pt, sft or cls) from a YAML/JSON config plus key=value or --key value overrides.", _train),
+    "train": ("Train (stage pt, sft, cls, dpo, kto or rm) from a YAML/JSON config plus key=value or --key value "
+              "overrides.", _train),
     "eval": ("Score a model on MMLU, C-Eval, CMMLU or GSM8K (k-shot) from their original files.", _eval),
     "forgetting": ("Compare a base and a tuned model on the same benchmark questions (report + charts).",
                    _forgetting),

@@ -31,6 +31,7 @@ from .data_args import DataArguments
 from .finetuning_args import FinetuningArguments
 from .generating_args import GeneratingArguments
 from .model_args import ModelArguments
+from .preference_rules import check_preference_args
 from .validation import split_list
 
 if TYPE_CHECKING:
@@ -425,6 +426,7 @@ def _check_args(settings: dict[str, Any]) -> None:
     if settings["remove_unused_columns"]:
         raise ConfigError("remove_unused_columns=True is not supported.",
                           "Remove it: llmtuner feeds its own columns (input_ids, labels, ...) to its collator.")
+    check_preference_args(settings)
     _check_output_dir(settings)
     _check_dependencies(settings)
     _check_batching(settings)
