@@ -155,8 +155,13 @@ def _predict(argv: list[str]) -> Any:
     if argv in (["-h"], ["--help"]) or not argv:
         print("usage: llmtuner predict <config.yaml> [key=value ...] [text=... | input_file=F output_file=O.jsonl]\n"
               "  a classifier trained by stage cls; without text or input_file it asks for texts interactively\n"
+              "  a reward model (stage rm): text=<question> response=<answer>, or an input_file of rows\n"
               f"example: {PREDICT_EXAMPLE}")
         return 0 if argv else 2
+    from .chat.reward import points_at_reward_model, run_reward_predict
+
+    if points_at_reward_model(argv):  # stage rm: one score per response
+        return run_reward_predict(argv)
     from .chat.classify import run_predict
 
     return run_predict(argv)

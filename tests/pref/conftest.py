@@ -63,7 +63,7 @@ def pref_args(model_dir: str, data_dir: Path, output_dir: Path, **overrides: Any
     return {
         "model_name_or_path": model_dir, "stage": "dpo", "dataset": "pairs", "dataset_dir": str(data_dir),
         "template": "qwen", "cutoff_len": 64, "output_dir": str(output_dir), "per_device_train_batch_size": 2,
-        "learning_rate": 5e-3, "max_steps": 24, "lr_scheduler_type": "constant", "logging_steps": 1,
+        "learning_rate": 1e-2, "max_steps": 16, "lr_scheduler_type": "constant", "logging_steps": 1,
         "lora_rank": 8, "seed": 42, "report_to": "none", "save_strategy": "no", **overrides,
     }
 

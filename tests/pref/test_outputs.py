@@ -92,7 +92,8 @@ def test_export_merges_a_dpo_adapter(sft_then_dpo, tiny_qwen2_dir, tmp_path):
 
 
 def test_reward_model_scores_chosen_above_rejected(tiny_qwen2_dir, pref_data_dir, tmp_path, capsys):
-    from llmtuner.chat.classify import TextClassifier, run_predict
+    from llmtuner.chat.classify import TextClassifier
+    from llmtuner.cli import main
     from llmtuner.chat.reward import RewardScorer
     from llmtuner.train.tuner import run_exp
 
@@ -106,7 +107,7 @@ def test_reward_model_scores_chosen_above_rejected(tiny_qwen2_dir, pref_data_dir
     for question, good, bad in PAIRS:
         assert scorer.score(question, good) > scorer.score(question, bad), question
     capsys.readouterr()
-    run_predict([f"model_name_or_path={tiny_qwen2_dir}", f"adapter_name_or_path={out}",
-                 f"text={PAIRS[0][0]}", f"response={PAIRS[0][1]}"])
+    assert main(["predict", f"model_name_or_path={tiny_qwen2_dir}", f"adapter_name_or_path={out}",
+                 f"text={PAIRS[0][0]}", f"response={PAIRS[0][1]}"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["score"] == pytest.approx(scorer.score(PAIRS[0][0], PAIRS[0][1]), abs=1e-5)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 # Keys of `llmtuner predict` besides the model ones (model_name_or_path, adapter_name_or_path, cutoff_len, ...).
-PREDICT_KEYS = ("text", "response", "input_file", "output_file", "batch_size", "overwrite_output_file")
+PREDICT_KEYS = ("text", "input_file", "output_file", "batch_size", "overwrite_output_file")
 INTERACTIVE_PROMPT = "\nText: "
 TEXT_KEYS = ("text", "sentence", "content")  # a row's text, else its instruction + input
 GOLD_KEYS = ("label", "output")  # a row's expected label, when the file has one
@@ -230,10 +230,6 @@ def run_predict(argv: Union[dict[str, Any], list[str], None] = None) -> int:
     if options.get("input_file"):
         read_rows(str(options["input_file"]))  # a bad input file fails before the model loads
     classifier = TextClassifier.from_args(values)
-    if classifier.label_map.is_reward_model:  # stage rm: a score per response (chat/reward.py)
-        from .reward import run_reward_predict
-
-        return run_reward_predict(classifier, options)
     if options.get("text"):
         print(json.dumps(classifier.predict(str(options["text"])), ensure_ascii=False))
     elif options.get("input_file"):

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Union
 
 from ..extras.errors import ConfigError, DatasetError
-
-if TYPE_CHECKING:
-    from .classify import TextClassifier
+from .classify import PREDICT_KEYS, TextClassifier, _write_jsonl_atomically, read_rows, row_text
 
 RESPONSE_KEYS = ("response", "output")
 
@@ -22,7 +20,7 @@ RESPONSE_KEYS = ("response", "output")
 class RewardScorer:
     """A loaded reward model and its template."""
 
-    def __init__(self, classifier: "TextClassifier") -> None:
+    def __init__(self, classifier: TextClassifier) -> None:
         from ..data.template import get_template
 
         self.classifier = classifier
@@ -41,8 +39,6 @@ class RewardScorer:
         return float(logits[0, 0])
 
     def score_row(self, row: dict[str, Any], number: int, path: str) -> dict[str, float]:
-        from .classify import row_text
-
         prompt = row_text(row, number, path)
         if isinstance(row.get("chosen"), str) and isinstance(row.get("rejected"), str):
             return {"chosen_score": self.score(prompt, row["chosen"]),
@@ -54,12 +50,35 @@ class RewardScorer:
         return {"score": self.score(prompt, response)}
 
 
-def run_reward_predict(classifier: "TextClassifier", options: dict[str, Any]) -> int:
-    """``text=Q response=A`` prints ``{"score": ...}``; ``input_file``/``output_file`` writes every row with its
-    score(s) as JSON lines."""
-    from .classify import _write_jsonl_atomically, read_rows
+def points_at_reward_model(argv: Union[dict[str, Any], list[str], None]) -> bool:
+    """True when the last adapter (or the model folder) is a stage rm run; reads only its label_map.json."""
+    from ..hparams.parser import read_args
+    from ..hparams.validation import split_list
+    from ..model.classifier import LABEL_MAP_FILE, LabelMap
 
-    scorer = RewardScorer(classifier)
+    values = read_args(argv)
+    folder = (split_list(values.get("adapter_name_or_path")) or [values.get("model_name_or_path")])[-1]
+    path = Path(str(folder or "")).expanduser() / LABEL_MAP_FILE
+    return bool(folder) and path.is_file() and LabelMap.load(path).is_reward_model
+
+
+def run_reward_predict(argv: Union[dict[str, Any], list[str], None] = None) -> int:
+    """``llmtuner predict`` on a reward model: ``text=Q response=A`` prints ``{"score": ...}``;
+    ``input_file``/``output_file`` writes every row with its score(s) as JSON lines."""
+    from ..hparams.parser import read_args
+
+    values = read_args(argv)
+    options = {key: values.pop(key) for key in (*PREDICT_KEYS, "response") if key in values}
+    if bool(options.get("input_file")) != bool(options.get("output_file")):
+        raise ConfigError("input_file and output_file go together.",
+                          "Pass both: input_file=<rows to score> output_file=<scores.jsonl>.")
+    if options.get("input_file"):
+        read_rows(str(options["input_file"]))  # a bad input file fails before the model loads
+    elif not options.get("text") or not options.get("response"):
+        raise ConfigError("A reward model scores a response to a question: pass text=<question> response=<answer>.",
+                          "Or pass input_file=<rows with instruction and output, or chosen/rejected> "
+                          "output_file=<scores.jsonl>.")
+    scorer = RewardScorer(TextClassifier.from_args(values))
     if options.get("input_file"):
         output = Path(str(options["output_file"]))
         if output.exists() and not options.get("overwrite_output_file"):
@@ -71,9 +90,5 @@ def run_reward_predict(classifier: "TextClassifier", options: dict[str, Any]) ->
         _write_jsonl_atomically(output, scored)
         print(f"Wrote {len(scored)} scored rows to {output.resolve()}")
         return 0
-    if not options.get("text") or not options.get("response"):
-        raise ConfigError("A reward model scores a response to a question: pass text=<question> response=<answer>.",
-                          "Or pass input_file=<rows with instruction and output, or chosen/rejected> "
-                          "output_file=<scores.jsonl>.")
     print(json.dumps({"score": scorer.score(str(options["text"]), str(options["response"]))}, ensure_ascii=False))
     return 0
