@@ -163,9 +163,10 @@ def _check_column_kinds(raw: datasets.Dataset, spec: DatasetSpec, columns: Datas
         )
     if columns.response and _is_list_feature(raw.features[columns.response]):
         raise DatasetError(
-            f"Dataset {spec.name!r}: the response column {columns.response!r} holds lists (ranked responses "
-            "for preference training), which are not supported yet.",
-            "Give each row one response string, or remove the dataset.",
+            f"Dataset {spec.name!r}: the response column {columns.response!r} holds lists (ranked responses), "
+            "not one response per row.",
+            'Give each row one response string; for preference training put the better answer in "chosen", the '
+            'worse in "rejected" and mark the entry "ranking": true (data/README.md, "Preference data").',
         )
     # Json (mixed values) and null (every row empty) columns are checked row by row instead.
     messages_feature = raw.features[columns.messages] if columns.messages else None
