@@ -44,9 +44,9 @@ def pref_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_json(folder / "pairs.json", [{"instruction": q, "chosen": good, "rejected": bad} for q, good, bad in PAIRS])
     with open(folder / "pairs_sharegpt.jsonl", "w", encoding="utf-8") as sink:
         for q, good, bad in PAIRS[:2]:
-            sink.write(json.dumps({"conversations": [{"from": "human", "value": "你好"},
-                                                     {"from": "gpt", "value": "你好，请问有什么可以帮您？"},
-                                                     {"from": "human", "value": q}],
+            turns = [{"from": "human", "value": "你好"}, {"from": "gpt", "value": "你好，请问有什么可以帮您？"},
+                     {"from": "human", "value": q}]
+            sink.write(json.dumps({"conversations": turns,
                                    "chosen": {"from": "gpt", "value": good},
                                    "rejected": {"from": "gpt", "value": bad}}, ensure_ascii=False) + "\n")
     write_json(folder / "tagged.json", [{"instruction": q, "output": answer, "kto_tag": tag}

@@ -69,7 +69,8 @@ def test_sharegpt_pairs_share_the_conversation(pref_data_dir, tiny_qwen2_dir, tm
     tokenizer = AutoTokenizer.from_pretrained(tiny_qwen2_dir)
     _, rows = _tokenised("dpo", "pairs_sharegpt", pref_data_dir, tokenizer, tmp_path)
     question, good, _ = PAIRS[0]
-    messages = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好，请问有什么可以帮您？"},
+    messages = [{"role": "user", "content": "你好"},
+                {"role": "assistant", "content": "你好，请问有什么可以帮您？"},
                 {"role": "user", "content": question}, {"role": "assistant", "content": good}]
     assert rows[0]["prompt_ids"] + rows[0]["chosen_ids"] == tokenizer.apply_chat_template(
         messages, tokenize=True, return_dict=False)

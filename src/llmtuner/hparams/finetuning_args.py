@@ -117,8 +117,10 @@ class FinetuningArguments:
         check_range("kto_rejected_weight", self.kto_rejected_weight, 0, low_open=True)
         self.ref_model_adapters = split_list(self.ref_model_adapters)
         if self.ref_model_adapters and not self.ref_model:
-            raise ConfigError("ref_model_adapters is set but ref_model is not.",
-                              "Set ref_model: <base model folder the adapters belong to>, or remove ref_model_adapters.")
+            raise ConfigError(
+                "ref_model_adapters is set but ref_model is not.",
+                "Set ref_model: <base model folder the adapters belong to>, or remove ref_model_adapters.",
+            )
         if self.chunked_loss and self.stage not in ("pt", "sft"):
             raise ConfigError(
                 f"chunked_loss is for the language-model stages pt and sft, not stage {self.stage} (TRL's preference "

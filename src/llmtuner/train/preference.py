@@ -4,7 +4,8 @@ Our rows arrive tokenised by our chat templates (data/preprocess/preference.py);
 with ``AtomicCheckpointMixin`` in front and its dataset preparation replaced by "already done", so TRL never
 re-tokenises with the tokenizer's own template:
 
-- ``DPOTrainer``  = AtomicCheckpointMixin + _ReferenceAdapterMixin + trl.DPOTrainer (pref_loss sigmoid/hinge/ipo/...; pref_ftx adds TRL's "sft")
+- ``DPOTrainer``  = AtomicCheckpointMixin + _ReferenceAdapterMixin + trl.DPOTrainer
+  (pref_loss sigmoid/hinge/ipo/...; pref_ftx adds TRL's "sft" loss)
 - ``CPOTrainer``  = AtomicCheckpointMixin + trl.experimental.cpo.CPOTrainer (pref_loss simpo)
 - ``ORPOTrainer`` = AtomicCheckpointMixin + trl.experimental.orpo.ORPOTrainer (pref_loss orpo)
 - ``KTOTrainer``  = AtomicCheckpointMixin + _ReferenceAdapterMixin + trl.KTOTrainer (stage kto)
