@@ -234,8 +234,13 @@ def _predict(argv: list[str]) -> Any:
     if argv in (["-h"], ["--help"]) or not argv:
         print("usage: llmtuner predict <config.yaml> [key=value ...] [text=... | input_file=F output_file=O.jsonl]\n"
               "  a classifier trained by stage cls; without text or input_file it asks for texts interactively\n"
+              "  a reward model (stage rm): text=<question> response=<answer>, or an input_file of rows\n"
               f"example: {PREDICT_EXAMPLE}")
         return 0 if argv else 2
+    from .chat.reward import points_at_reward_model, run_reward_predict
+
+    if points_at_reward_model(argv):  # stage rm: one score per response
+        return run_reward_predict(argv)
     from .chat.classify import run_predict
 
     return run_predict(argv)
@@ -272,7 +277,8 @@ def _help(argv: list[str]) -> int:
 
 # name -> (one-line summary, function taking the remaining argv)
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
-    "train": ("Train (stage pt, sft or cls) from a YAML/JSON config plus key=value or --key value overrides.", _train),
+    "train": ("Train (stage pt, sft, cls, dpo, kto or rm) from a YAML/JSON config plus key=value or --key value "
+              "overrides.", _train),
     "eval": ("Score a model on MMLU, C-Eval, CMMLU or GSM8K (k-shot) from their original files.", _eval),
     "forgetting": ("Compare a base and a tuned model on the same benchmark questions (report + charts).",
                    _forgetting),

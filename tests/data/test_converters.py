@@ -114,8 +114,7 @@ def test_ranked_response_lists_are_refused() -> None:
     with pytest.raises(DatasetError) as caught:
         _convert([{"instruction": "Q", "input": "", "output": ["best", "worse"]}], _spec())
     assert caught.value.message == (
-        "Dataset 'demo': the response column 'output' holds lists (ranked responses for preference training), "
-        "which are not supported yet."
+        "Dataset 'demo': the response column 'output' holds lists (ranked responses), not one response per row."
     )
 
 
@@ -150,8 +149,8 @@ def test_pt_refuses_conversation_formats() -> None:
 
 def test_unknown_stage() -> None:
     with pytest.raises(ConfigError) as caught:
-        check_stage(_spec(), "rm")
-    assert caught.value.message == "stage='rm' has no data converter."
+        check_stage(_spec(), "ppo")
+    assert caught.value.message == "stage='ppo' has no data converter."
 
 
 # --- sharegpt / openai -----------------------------------------------------------------------------------------

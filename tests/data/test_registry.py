@@ -147,7 +147,7 @@ def test_unknown_dataset_without_close_names_lists_the_registry(tmp_path: Path) 
 def test_unknown_entry_key_suggests_the_close_one(tmp_path: Path) -> None:
     error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "formating": "alpaca"}}))
     assert error.message == f"Unknown key 'formating' in dataset 'd' in {tmp_path / 'dataset_info.json'}."
-    assert "(did you mean 'formatting'?)" in error.hint
+    assert "(did you mean 'formatting'" in error.hint  # first and closest; 'ranking' may follow
 
 
 def test_hub_url_is_refused_with_the_reason(tmp_path: Path) -> None:
@@ -156,9 +156,11 @@ def test_hub_url_is_refused_with_the_reason(tmp_path: Path) -> None:
     assert "reads local files only" in error.message
 
 
-def test_ranking_true_is_refused(tmp_path: Path) -> None:
-    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "ranking": True}}))
-    assert "preference (ranking) datasets are not supported yet" in error.message
+def test_ranking_true_reads_chosen_and_rejected(tmp_path: Path) -> None:
+    (spec,) = get_dataset_specs(["d"], _registry(tmp_path, {"d": {"file_name": "data.json", "ranking": True}}))
+    assert spec.ranking
+    assert (spec.columns.prompt, spec.columns.chosen, spec.columns.rejected) == ("instruction", "chosen", "rejected")
+    assert spec.columns.response is None
 
 
 def test_missing_file_name_key(tmp_path: Path) -> None:
@@ -194,10 +196,10 @@ def test_relative_path_may_not_escape_the_folder(tmp_path: Path) -> None:
     [
         ("instruction", "\"columns\" of dataset 'd' in {registry} must be a JSON object, not str 'instruction'."),
         ({"prompt": 3}, "\"columns\" of dataset 'd' in {registry}: 'prompt' must name a column as a non-empty string, not 3."),
-        ({"chosen": "c"}, "\"columns\" of dataset 'd' in {registry}: column 'chosen' "
-                          "(tools, multimodal and preference data) is not supported yet."),
+        ({"chosen": "c"}, "\"columns\" of dataset 'd' in {registry}: column 'chosen' holds pairwise preference "
+                          "data, which needs \"ranking\": true."),
         ({"messages": "m"}, "\"columns\" of dataset 'd' in {registry}: column 'messages' does not apply to "
-                            "formatting 'alpaca' (it takes prompt, query, response, history, system)."),
+                            "formatting 'alpaca' (it takes prompt, query, response, history, system, kto_tag)."),
         ({"promt": "q"}, "\"columns\" of dataset 'd' in {registry}: unknown column key 'promt'."),
     ],
 )
@@ -208,7 +210,7 @@ def test_bad_columns(tmp_path: Path, columns: object, expected: str) -> None:
 
 def test_unknown_column_key_suggests_the_close_one(tmp_path: Path) -> None:
     error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "columns": {"promt": "q"}}}))
-    assert error.hint == "Valid column keys for alpaca: prompt, query, response, history, system (did you mean 'prompt'?)."
+    assert error.hint == "Valid column keys for alpaca: prompt, query, response, history, system, kto_tag (did you mean 'prompt'?)."
 
 
 @pytest.mark.parametrize(

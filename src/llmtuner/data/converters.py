@@ -23,7 +23,8 @@ from .registry import DatasetColumns, DatasetSpec, MessageTags
 
 logger = get_logger(__name__)
 
-STAGES = ("pt", "sft", "cls")
+STAGES = ("pt", "sft", "cls", "dpo", "kto", "rm")
+PAIRWISE_STAGES = ("dpo", "rm")  # read "ranking": true entries only
 CONVERSATION_FEATURES = datasets.Features(
     {
         "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
@@ -31,6 +32,12 @@ CONVERSATION_FEATURES = datasets.Features(
         "_dataset": datasets.Value("string"),
     }
 )
+# Pairwise rows: "messages" is the shared conversation ending with the user turn, then the two answers.
+PAIRWISE_FEATURES = datasets.Features(
+    {**CONVERSATION_FEATURES, "chosen": datasets.Value("string"), "rejected": datasets.Value("string")}
+)
+# kto rows: a whole conversation (ending with the answer) and whether that answer is desirable.
+KTO_FEATURES = datasets.Features({**CONVERSATION_FEATURES, "kto_tag": datasets.Value("bool")})
 _DROP_REASON = "_drop_reason"
 _EXAMPLE_ROWS = 5
 
@@ -49,6 +56,21 @@ def check_stage(spec: DatasetSpec, stage: str) -> None:
             f'For pt, register the text as alpaca with "columns": {{"prompt": "text"}} in {spec.registry_path}; '
             "use conversation datasets with stage sft.",
         )
+    if spec.ranking and stage not in (*PAIRWISE_STAGES, "kto"):
+        raise DatasetError(
+            f'Dataset {spec.name!r} is pairwise preference data ("ranking": true), which stage {stage} cannot read.',
+            f"Train it with stage dpo, kto or rm, or use a dataset with one response per prompt for stage {stage}.",
+        )
+    if stage in PAIRWISE_STAGES and not spec.ranking:
+        raise DatasetError(
+            f"Stage {stage} needs pairwise preference data, but dataset {spec.name!r} is not marked "
+            '"ranking": true.',
+            f'Use a dataset with chosen/rejected answers and "ranking": true in {spec.registry_path} '
+            "(data/README.md, \"Preference data\"); single responses tagged good/bad train with stage kto.",
+        )
+    if stage in (*PAIRWISE_STAGES, "kto") and spec.formatting == "scoring":
+        raise DatasetError(f"Dataset {spec.name!r} is formatting scoring, which stage {stage} cannot read.",
+                           "Use alpaca or sharegpt preference data (data/README.md, \"Preference data\").")
     if stage == "cls" and spec.formatting != "alpaca":
         raise DatasetError(
             f"Dataset {spec.name!r} is {spec.formatting} conversations, but stage cls reads one text and one label "
@@ -73,6 +95,8 @@ def convert_dataset(
             f"Dataset {spec.name!r} has no rows ({spec.path}).",
             f"Fill the file, or fix \"file_name\"/\"split\" of {spec.name!r} in {spec.registry_path}.",
         )
+    if stage == "kto" and spec.ranking:  # read as pairs, then each answer becomes a tagged row
+        return _unpair(convert_dataset(raw, spec, "dpo", num_proc))
     columns = _columns_for_stage(raw, spec, stage)
     _check_column_kinds(raw, spec, columns)
     converted = raw.map(
@@ -80,17 +104,29 @@ def convert_dataset(
         batched=True,
         fn_kwargs={"spec": spec, "columns": columns, "stage": stage},
         remove_columns=raw.column_names,
-        features=datasets.Features({**CONVERSATION_FEATURES, _DROP_REASON: datasets.Value("string")}),
+        features=datasets.Features({**_features(stage), _DROP_REASON: datasets.Value("string")}),
         num_proc=num_proc,
         desc=f"Converting {spec.name}",
     )
     return _drop_bad_rows(converted, spec)
 
 
+def _features(stage: str) -> datasets.Features:
+    if stage in PAIRWISE_STAGES:
+        return PAIRWISE_FEATURES
+    return KTO_FEATURES if stage == "kto" else CONVERSATION_FEATURES
+
+
 def _columns_for_stage(raw: datasets.Dataset, spec: DatasetSpec, stage: str) -> DatasetColumns:
     """The columns this stage reads, each checked to exist in the file."""
     columns = spec.columns
-    if stage == "pt":  # pre-training text is the prompt (+ query), as in LLaMA-Factory
+    if stage == "kto" and not spec.ranking and columns.kto_tag is None:
+        columns = replace(columns, kto_tag="kto_tag")  # LLaMA-Factory's name when "columns" does not name it
+    elif stage != "kto":
+        columns = replace(columns, kto_tag=None)
+    if spec.ranking:
+        pass  # chosen/rejected replace the response
+    elif stage == "pt":  # pre-training text is the prompt (+ query), as in LLaMA-Factory
         columns = replace(columns, response=None, history=None, system=None, task=None)
     elif spec.formatting == "alpaca" and columns.response is None:
         raise DatasetError(
@@ -117,11 +153,20 @@ def _columns_for_stage(raw: datasets.Dataset, spec: DatasetSpec, stage: str) -> 
 
 
 def _check_column_kinds(raw: datasets.Dataset, spec: DatasetSpec, columns: DatasetColumns) -> None:
+    if columns.kto_tag and raw.features[columns.kto_tag] not in (datasets.Value("bool"), datasets.Value("null")):
+        values = ", ".join(repr(value) for value in raw.select(range(min(3, len(raw))))[columns.kto_tag])
+        raise DatasetError(
+            f"Dataset {spec.name!r}: the kto_tag column {columns.kto_tag!r} holds {raw.features[columns.kto_tag]} "
+            f"values (e.g. {values}), not true/false.",
+            f"Write each row's {columns.kto_tag!r} as JSON true (a desirable response) or false (an undesirable one), "
+            'without quotes; 1/0 and "yes"/"no" are not read as booleans.',
+        )
     if columns.response and _is_list_feature(raw.features[columns.response]):
         raise DatasetError(
-            f"Dataset {spec.name!r}: the response column {columns.response!r} holds lists (ranked responses "
-            "for preference training), which are not supported yet.",
-            "Give each row one response string, or remove the dataset.",
+            f"Dataset {spec.name!r}: the response column {columns.response!r} holds lists (ranked responses), "
+            "not one response per row.",
+            'Give each row one response string; for preference training put the better answer in "chosen", the '
+            'worse in "rejected" and mark the entry "ranking": true (data/README.md, "Preference data").',
         )
     # Json (mixed values) and null (every row empty) columns are checked row by row instead.
     messages_feature = raw.features[columns.messages] if columns.messages else None
@@ -145,20 +190,62 @@ def _is_list_feature(feature: Any) -> bool:
 def _convert_batch(batch: dict[str, list], spec: DatasetSpec, columns: DatasetColumns, stage: str) -> dict[str, list]:
     to_conversation = _alpaca_row if spec.formatting == "alpaca" else _conversation_row
     used = [column for column in asdict(columns).values() if column is not None]
-    output: dict[str, list] = {"messages": [], "system": [], "_dataset": [], _DROP_REASON: []}
+    extra = [name for name in _features(stage) if name not in CONVERSATION_FEATURES]  # chosen/rejected, kto_tag
+    output: dict[str, list] = {"messages": [], "system": [], "_dataset": [], _DROP_REASON: [], **{k: [] for k in extra}}
     for values in zip(*(batch[column] for column in used)):
         row = dict(zip(used, values))
+        answers: dict[str, Any] = {name: None for name in extra}
         try:
             messages, system = to_conversation(row, columns, spec.tags, stage)
-            _check_turns(messages, stage)
+            if spec.ranking:
+                answers = {name: _answer(row, getattr(columns, name), spec.tags) for name in ("chosen", "rejected")}
+                if answers["chosen"].strip() == answers["rejected"].strip():
+                    raise _DroppedRow("chosen and rejected are the same answer")
+            elif stage == "kto":
+                answers["kto_tag"] = row[columns.kto_tag]
+                if answers["kto_tag"] is None:
+                    raise _DroppedRow(f"no {columns.kto_tag!r} value")
+            _check_turns(messages, stage, last_role="user" if spec.ranking else "assistant")
             reason = ""
         except _DroppedRow as dropped:
             messages, system, reason = [], None, str(dropped)
+            answers = {name: None for name in extra}
         output["messages"].append(messages)
         output["system"].append(system or None)
         output["_dataset"].append(spec.name)
         output[_DROP_REASON].append(reason)
+        for name in extra:
+            output[name].append(answers[name])
     return output
+
+
+def _answer(row: dict, column: str, tags: MessageTags) -> str:
+    """A ranking row's chosen/rejected answer: a message object ({"from": "gpt", "value": ...}, sharegpt) or text."""
+    value = row[column]
+    if isinstance(value, dict):
+        if value.get(tags.role_tag) not in (None, tags.assistant_tag):
+            raise _DroppedRow(f"{column!r} is a {value.get(tags.role_tag)!r} turn, not an {tags.assistant_tag!r} one")
+        value = value.get(tags.content_tag)
+    if not isinstance(value, str) or not value.strip():
+        raise _DroppedRow(f"empty or missing {column!r} answer")
+    return value
+
+
+def _unpair(pairs: datasets.Dataset) -> datasets.Dataset:
+    """Pairwise rows -> kto rows: each prompt once with its chosen answer (desirable), once with the rejected one."""
+    def split(batch: dict[str, list]) -> dict[str, list]:
+        output: dict[str, list] = {name: [] for name in KTO_FEATURES}
+        for messages, system, name, chosen, rejected in zip(batch["messages"], batch["system"], batch["_dataset"],
+                                                            batch["chosen"], batch["rejected"]):
+            for answer, tag in ((chosen, True), (rejected, False)):
+                output["messages"].append([*messages, {"role": "assistant", "content": answer}])
+                output["system"].append(system)
+                output["_dataset"].append(name)
+                output["kto_tag"].append(tag)
+        return output
+
+    return pairs.map(split, batched=True, remove_columns=pairs.column_names, features=KTO_FEATURES,
+                     desc="Unpairing chosen/rejected for kto")
 
 
 def _alpaca_row(row: dict, columns: DatasetColumns, tags: MessageTags, stage: str) -> tuple[list[dict], Any]:
@@ -171,7 +258,7 @@ def _alpaca_row(row: dict, columns: DatasetColumns, tags: MessageTags, stage: st
             raise _DroppedRow(f"empty task in column {columns.task!r}")
         content = TASK_PROMPT.format(task=task, input=content)
     messages.append({"role": "user", "content": content})
-    if stage == "sft":
+    if stage in ("sft", "kto") and columns.response:  # ranking rows have their answers in chosen/rejected
         messages.append({"role": "assistant", "content": _text(row, columns.response)})
     elif stage == "cls":  # the label; files often hold labels as numbers (0/1), which are names here too
         value = row[columns.response]
@@ -236,7 +323,7 @@ def _text(row: dict, column: str) -> str:
     return value
 
 
-def _check_turns(messages: list[dict], stage: str) -> None:
+def _check_turns(messages: list[dict], stage: str, last_role: str = "assistant") -> None:
     if stage == "pt":
         if not messages[0]["content"].strip():
             raise _DroppedRow("empty text")
@@ -250,8 +337,10 @@ def _check_turns(messages: list[dict], stage: str) -> None:
             raise _DroppedRow(f"a {message['role']} turn's content is not text")
         if not message["content"].strip():
             raise _DroppedRow(f"empty {message['role']} turn")
-    if messages[-1]["role"] != "assistant":
-        raise _DroppedRow("the last turn is not an assistant turn")
+    if messages[-1]["role"] != last_role:
+        raise _DroppedRow(f"the last turn is not {'an' if last_role == 'assistant' else 'a'} {last_role} turn"
+                          + (" (ranking rows end with the question; the answers are chosen/rejected)"
+                             if last_role == "user" else ""))
 
 
 def _drop_bad_rows(converted: datasets.Dataset, spec: DatasetSpec) -> datasets.Dataset:

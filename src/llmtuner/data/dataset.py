@@ -11,6 +11,12 @@ from typing import TYPE_CHECKING, Optional
 from ..extras.errors import DatasetError, PreprocessingDone
 from ..extras.logging import get_logger
 from .preprocess.packing import pack_supervised_dataset
+from .preprocess.preference import (
+    answers_of,
+    preprocess_pairwise_dataset,
+    preprocess_unpaired_dataset,
+    sequence_and_labels,
+)
 from .preprocess.pretrain import preprocess_pretrain_dataset
 from .preprocess.supervised import count_trained_tokens, preprocess_supervised_dataset
 
@@ -42,6 +48,10 @@ def _tokenize(
 ) -> "Dataset":
     """Tokenise the rows of one split; ``split`` ("training" / "evaluation") and ``source`` (which datasets the
     rows came from) name it in the error raised when no sample survives."""
+    if stage in ("dpo", "rm", "kto"):  # prompt and answers kept apart for TRL's collators; nothing is ever empty
+        preprocess = preprocess_unpaired_dataset if stage == "kto" else preprocess_pairwise_dataset
+        fn = partial(preprocess, template=template, tokenizer=tokenizer, data_args=data_args)
+        return tokenize_rows(dataset, fn, tokenizer, data_args, f"Tokenising ({stage})")
     if stage == "pt":
         fn = partial(preprocess_pretrain_dataset, tokenizer=tokenizer, data_args=data_args)
     else:
@@ -159,6 +169,12 @@ def _split_validation(dataset: "Dataset", val_size: float, seed: int) -> tuple["
 
 
 def _log_summary(name: str, dataset: "Dataset") -> None:
+    if "prompt_ids" in dataset.column_names:  # preference rows: the labels each answer is trained with
+        rows = [sequence_and_labels(row["prompt_ids"], ids)[1] for row in dataset for _, ids in answers_of(row)]
+        stats = count_trained_tokens(rows)
+        logger.info(f"{name}: {len(dataset)} preference rows, {stats['samples']} answers, {stats['tokens']} tokens, "
+                    f"{stats['trained_tokens']} trained.")
+        return
     stats = count_trained_tokens(dataset["labels"])
     logger.info(
         f"{name}: {stats['samples']} samples, {stats['tokens']} tokens, {stats['trained_tokens']} trained tokens "
@@ -211,7 +227,12 @@ def get_dataset(
         if evaluation is not None:
             _log_summary("eval", evaluation)
         print("First training example (masked spans are not trained):")
-        print(format_example_for_display(tokenizer, train[0]["input_ids"], train[0]["labels"]))
+        if "prompt_ids" in train.column_names:
+            for name, answer in answers_of(train[0]):
+                print(f"[{name}] " + format_example_for_display(
+                    tokenizer, *sequence_and_labels(train[0]["prompt_ids"], answer)))
+        else:
+            print(format_example_for_display(tokenizer, train[0]["input_ids"], train[0]["labels"]))
 
     if data_args.tokenized_path:
         if training_args.should_save:

@@ -20,9 +20,9 @@ from ..extras.suggest import closest_names
 REGISTRY_FILE = "dataset_info.json"
 FORMATTINGS = ("alpaca", "sharegpt", "openai", "scoring")
 FILE_TYPES = ("json", "jsonl", "csv", "txt", "parquet")
-ENTRY_KEYS = ("file_name", "formatting", "columns", "tags", "split", "num_samples", "encoding", "file_type",
+ENTRY_KEYS = ("file_name", "formatting", "ranking", "columns", "tags", "split", "num_samples", "encoding", "file_type",
               "task_tag", "dimensions", "score_range")
-COLUMN_KEYS = ("prompt", "query", "response", "history", "system", "messages")
+COLUMN_KEYS = ("prompt", "query", "response", "history", "system", "messages", "chosen", "rejected", "kto_tag")
 TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag", "observation_tag", "function_tag")
 
 # Keys that LLaMA-Factory accepts but we cannot honour, with the reason; a plain "unknown key" would confuse
@@ -36,12 +36,19 @@ _UNSUPPORTED_ENTRY_KEYS = {
     "subset": "it only applies to hub datasets",
     "folder": "it only applies to hub datasets",
 }
-_UNSUPPORTED_COLUMNS = ("tools", "images", "videos", "audios", "chosen", "rejected", "kto_tag")
+_UNSUPPORTED_COLUMNS = ("tools", "images", "videos", "audios")
 _COLUMNS_BY_FORMATTING = {
-    "alpaca": ("prompt", "query", "response", "history", "system"),
-    "sharegpt": ("messages", "system"),
-    "openai": ("messages", "system"),
+    "alpaca": ("prompt", "query", "response", "history", "system", "kto_tag"),
+    "sharegpt": ("messages", "system", "kto_tag"),
+    "openai": ("messages", "system", "kto_tag"),
     "scoring": (),  # fixed fields: prompt, company_info, think, score, reason (see data/scoring.py)
+}
+# "ranking": true entries hold a prompt (or conversation ending with a user turn) and two answers, the better one
+# in "chosen" (LLaMA-Factory's layout): no single response, no kto_tag.
+_RANKING_COLUMNS = {
+    "alpaca": ("prompt", "query", "chosen", "rejected", "history", "system"),
+    "sharegpt": ("messages", "chosen", "rejected", "system"),
+    "openai": ("messages", "chosen", "rejected", "system"),
 }
 _EXTENSION_TO_FILE_TYPE = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".txt": "txt", ".parquet": "parquet"}
 
@@ -56,6 +63,9 @@ class DatasetColumns:
     history: Optional[str] = None
     system: Optional[str] = None
     messages: Optional[str] = None
+    chosen: Optional[str] = None  # ranking entries: the preferred answer
+    rejected: Optional[str] = None  # ranking entries: the worse answer
+    kto_tag: Optional[str] = None  # stage kto: true when the row's response is desirable
     task: Optional[str] = None  # set by the entry's "task_tag": the user turn becomes "任务: <task>\n输入: ..."
 
 
@@ -91,6 +101,7 @@ class DatasetSpec:
     file_type: str  # one of FILE_TYPES
     registry_path: str  # the dataset_info.json this entry came from, for hints
     formatting: str = "alpaca"
+    ranking: bool = False  # pairwise preference data (chosen/rejected), for stages dpo, rm (and kto)
     columns: DatasetColumns = field(default_factory=DatasetColumns)
     # True when the entry has a "columns" object: then only the columns it names are used (LLaMA-Factory's rule).
     columns_declared: bool = False
@@ -174,6 +185,7 @@ def _parse_entry(name: str, entry: dict[str, Any], registry_path: str) -> Datase
     path, file_name = _resolve_path(entry, name, registry_path)
     file_type, data_files = _resolve_files(path, entry.get("file_type"), where)
     columns_declared = "columns" in entry
+    ranking = _check_ranking(entry.get("ranking", False), formatting, where)
     spec = DatasetSpec(
         name=name,
         file_name=file_name,
@@ -182,7 +194,8 @@ def _parse_entry(name: str, entry: dict[str, Any], registry_path: str) -> Datase
         file_type=file_type,
         registry_path=registry_path,
         formatting=formatting,
-        columns=_parse_columns(entry.get("columns"), formatting, file_type, where),
+        ranking=ranking,
+        columns=_parse_columns(entry.get("columns"), formatting, file_type, where, ranking),
         columns_declared=columns_declared,
         tags=_parse_tags(entry.get("tags"), formatting, where),
         split=_check_split(entry.get("split", "train"), where),
@@ -201,13 +214,6 @@ def _check_entry_keys(entry: dict[str, Any], where: str) -> None:
                 f"Key {key!r} of {where} is not supported: {_UNSUPPORTED_ENTRY_KEYS[key]}.",
                 'Put the data in a local file and point "file_name" at it; remove the key.',
             )
-        if key == "ranking":
-            if value:
-                raise DatasetError(
-                    f'"ranking": true in {where}: preference (ranking) datasets are not supported yet.',
-                    "Use an sft dataset with one response per prompt, or remove the entry.",
-                )
-            continue  # "ranking": false is LLaMA-Factory's default; accept it from copied registries
         raise DatasetError(
             f"Unknown key {key!r} in {where}.",
             f"Valid keys: {', '.join(ENTRY_KEYS)}" + _did_you_mean(key, ENTRY_KEYS) + ".",
@@ -278,8 +284,18 @@ def _resolve_files(path: str, declared_type: Any, where: str) -> tuple[str, tupl
     return types.pop(), tuple(files)
 
 
-def _parse_columns(columns: Any, formatting: str, file_type: str, where: str) -> DatasetColumns:
-    allowed = _COLUMNS_BY_FORMATTING[formatting]
+def _check_ranking(ranking: Any, formatting: str, where: str) -> bool:
+    if not isinstance(ranking, bool):
+        raise DatasetError(f'"ranking": {ranking!r} of {where} must be true or false.',
+                           'Write "ranking": true for chosen/rejected pairs, or remove the key.')
+    if ranking and formatting not in _RANKING_COLUMNS:
+        raise DatasetError(f'"ranking": true of {where} does not apply to formatting {formatting}.',
+                           'Pairwise data is formatting alpaca or sharegpt (see data/README.md, "Preference data").')
+    return ranking
+
+
+def _parse_columns(columns: Any, formatting: str, file_type: str, where: str, ranking: bool = False) -> DatasetColumns:
+    allowed = _RANKING_COLUMNS[formatting] if ranking else _COLUMNS_BY_FORMATTING[formatting]
     if formatting == "scoring":
         if columns is not None:
             raise DatasetError(
@@ -287,6 +303,11 @@ def _parse_columns(columns: Any, formatting: str, file_type: str, where: str) ->
                 'Remove "columns" and name the fields of each row that way (see data/README.md, "scoring").',
             )
         return DatasetColumns()
+    if columns is None and ranking:
+        if formatting != "alpaca":
+            return DatasetColumns(messages="conversations" if formatting == "sharegpt" else "messages",
+                                  chosen="chosen", rejected="rejected")
+        return DatasetColumns(prompt="instruction", query="input", chosen="chosen", rejected="rejected")
     if columns is None:
         if formatting != "alpaca":
             return DatasetColumns(messages="conversations" if formatting == "sharegpt" else "messages")
@@ -299,7 +320,9 @@ def _parse_columns(columns: Any, formatting: str, file_type: str, where: str) ->
         if key in allowed:
             continue
         if key in _UNSUPPORTED_COLUMNS:
-            reason = f"column {key!r} (tools, multimodal and preference data) is not supported yet"
+            reason = f"column {key!r} (tools and multimodal data) is not supported yet"
+        elif key in ("chosen", "rejected") and not ranking:
+            reason = f'column {key!r} holds pairwise preference data, which needs "ranking": true'
         elif key in COLUMN_KEYS:
             reason = f"column {key!r} does not apply to formatting {formatting!r} (it takes {', '.join(allowed)})"
         else:
@@ -310,9 +333,11 @@ def _parse_columns(columns: Any, formatting: str, file_type: str, where: str) ->
         )
     # Only the named columns are used (as in LLaMA-Factory), except that the one column every row needs keeps
     # its default name.
+    pair = {"chosen": "chosen", "rejected": "rejected"} if ranking else {}  # needed by every row, like messages
     if formatting == "alpaca":
-        return DatasetColumns(**{"prompt": "instruction", **columns})
-    return DatasetColumns(**{"messages": "conversations" if formatting == "sharegpt" else "messages", **columns})
+        return DatasetColumns(**{"prompt": "instruction", **pair, **columns})
+    return DatasetColumns(**{"messages": "conversations" if formatting == "sharegpt" else "messages", **pair,
+                             **columns})
 
 
 def _parse_tags(tags: Any, formatting: str, where: str) -> MessageTags:

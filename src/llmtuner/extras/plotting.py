@@ -92,3 +92,29 @@ def plot_loss(output_dir: str, keys: Sequence[str] = ("loss", "eval_loss")) -> l
 def plot_file_name(key: str) -> str:
     """The PNG ``plot_loss`` writes for a logged key."""
     return "training_loss.png" if key == "loss" else f"training_{key}.png"
+
+
+def plot_metric_panels(output_dir: str, file_name: str, panels: Sequence[Sequence[str]], title: str) -> Path | None:
+    """One PNG with a panel per group of ``trainer_state.json`` log keys (keys never logged are left out); returns
+    the file, or None when no key was logged. Uses the Figure API, so the process's matplotlib state is untouched."""
+    state_file = Path(output_dir) / "trainer_state.json"
+    history = json.loads(state_file.read_text(encoding="utf-8")).get("log_history", []) if state_file.is_file() else []
+    series = [[(key, [(e["step"], e[key]) for e in history if key in e]) for key in keys] for keys in panels]
+    series = [[(key, points) for key, points in group if points] for group in series]
+    series = [group for group in series if group]
+    if not series:
+        logger.warning(f"No {', '.join(key for keys in panels for key in keys)} in {state_file} to plot.")
+        return None
+    figure = new_figure(figsize=(6.4 * len(series), 4.8))
+    for index, group in enumerate(series, start=1):
+        axes = figure.add_subplot(1, len(series), index)
+        for key, points in group:
+            steps, values = zip(*points)
+            axes.plot(steps, values, alpha=0.35)
+            axes.plot(steps, smooth(list(values)), label=key, color=axes.lines[-1].get_color())
+        axes.set_xlabel("step")
+        axes.legend()
+    figure.suptitle(f"{title} of {os.path.basename(os.path.abspath(output_dir))}")
+    path = save_png(figure, Path(output_dir) / file_name)
+    logger.info(f"Plot saved to {path}")
+    return path

@@ -8,7 +8,13 @@ from typing import Literal, Optional, Sequence, Union
 from ..extras.errors import ConfigError
 from .validation import check_choice, check_range, split_list
 
-STAGES = ("pt", "sft", "cls")
+STAGES = ("pt", "sft", "cls", "dpo", "kto", "rm")
+PREFERENCE_STAGES = ("dpo", "kto", "rm")
+# pref_loss values of stage dpo: TRL DPOTrainer's loss types, plus orpo (TRL's ORPOTrainer) and simpo (CPOTrainer),
+# which LLaMA-Factory users reach through pref_loss too. kto has its own trainer (stage kto).
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
+PREF_LOSSES = (*DPO_LOSSES, "orpo", "simpo")
 FINETUNING_TYPES = ("lora", "freeze", "full")
 
 
@@ -16,8 +22,10 @@ FINETUNING_TYPES = ("lora", "freeze", "full")
 class FinetuningArguments:
     """Training stage and adapter settings (LoRA, freeze, full)."""
 
-    stage: Literal["pt", "sft", "cls"] = field(
-        default="sft", metadata={"help": "pt (continued pretraining), sft, or cls (sequence classification)."}
+    stage: Literal["pt", "sft", "cls", "dpo", "kto", "rm"] = field(
+        default="sft",
+        metadata={"help": "pt (continued pretraining), sft, cls (sequence classification), dpo (preference pairs; "
+                  "pref_loss picks DPO/IPO/ORPO/SimPO ...), kto (responses tagged good/bad) or rm (reward model)."},
     )
     finetuning_type: Literal["lora", "freeze", "full"] = field(
         default="lora", metadata={"help": "lora, freeze (train the last layers only) or full."}
@@ -70,6 +78,33 @@ class FinetuningArguments:
                   "data) or comma-separated weights in label id order."},
     )
 
+    # Preference stages (docs/preference.md); LLaMA-Factory's names, so its configs run unchanged.
+    pref_beta: float = field(
+        default=0.1, metadata={"help": "dpo/kto: beta, how far the policy may move from the reference (orpo: the "
+                               "weight of the odds-ratio term; simpo: the reward scale)."}
+    )
+    pref_loss: str = field(
+        default="sigmoid",
+        metadata={"help": "dpo: sigmoid (DPO), hinge, ipo, orpo, simpo, or another TRL DPO loss type "
+                  "(exo_pair, nca_pair, robust, bco_pair, sppo_hard, apo_zero, apo_down, discopop, ...)."},
+    )
+    pref_ftx: float = field(
+        default=0.0, metadata={"help": "dpo/simpo: weight of an added SFT loss on the chosen responses (0: none)."}
+    )
+    simpo_gamma: float = field(default=0.5, metadata={"help": "simpo: target reward margin gamma."})
+    kto_chosen_weight: float = field(default=1.0, metadata={"help": "kto: weight of the desirable responses' loss."})
+    kto_rejected_weight: float = field(
+        default=1.0, metadata={"help": "kto: weight of the undesirable responses' loss."}
+    )
+    ref_model: Optional[str] = field(
+        default=None,
+        metadata={"help": "dpo/kto: local folder of the reference model (default: LoRA runs use the base with the "
+                  "adapter's starting weights, no second copy; freeze/full runs a frozen copy of the model)."},
+    )
+    ref_model_adapters: Optional[str] = field(
+        default=None, metadata={"help": "dpo/kto: comma-separated LoRA adapters applied (merged) to ref_model."}
+    )
+
     def __post_init__(self) -> None:
         check_choice("stage", self.stage, STAGES)
         check_choice("finetuning_type", self.finetuning_type, FINETUNING_TYPES)
@@ -83,9 +118,22 @@ class FinetuningArguments:
         self.freeze_trainable_modules = split_list(self.freeze_trainable_modules) or ["all"]
         self.freeze_extra_modules = split_list(self.freeze_extra_modules)
         self.class_weights = parse_class_weights(self.class_weights)
-        if self.chunked_loss and self.stage == "cls":
+        check_choice("pref_loss", self.pref_loss, PREF_LOSSES)
+        check_range("pref_beta", self.pref_beta, 0, low_open=True)
+        check_range("pref_ftx", self.pref_ftx, 0)
+        check_range("simpo_gamma", self.simpo_gamma, 0)
+        check_range("kto_chosen_weight", self.kto_chosen_weight, 0, low_open=True)
+        check_range("kto_rejected_weight", self.kto_rejected_weight, 0, low_open=True)
+        self.ref_model_adapters = split_list(self.ref_model_adapters)
+        if self.ref_model_adapters and not self.ref_model:
             raise ConfigError(
-                "chunked_loss is for the language-model stages pt and sft; stage cls has a classification head.",
+                "ref_model_adapters is set but ref_model is not.",
+                "Set ref_model: <base model folder the adapters belong to>, or remove ref_model_adapters.",
+            )
+        if self.chunked_loss and self.stage not in ("pt", "sft"):
+            raise ConfigError(
+                f"chunked_loss is for the language-model stages pt and sft, not stage {self.stage} (TRL's preference "
+                "trainers compute their own log-probabilities; cls has a classification head).",
                 "Remove chunked_loss, or set stage: sft / pt.",
             )
 

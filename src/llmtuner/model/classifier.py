@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 LABEL_MAP_FILE = "label_map.json"
+REWARD_LABEL = "score"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,13 @@ class LabelMap:
 
     labels: tuple[str, ...]
     text_prefix: str = ""
+    # Set for a reward model (stage rm): the chat template its conversations were scored in; its one "label" is the
+    # score, read as the raw head output rather than a probability.
+    template: str = ""
+
+    @property
+    def is_reward_model(self) -> bool:
+        return bool(self.template) and self.labels == (REWARD_LABEL,)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -51,7 +59,7 @@ class LabelMap:
         path = Path(folder) / LABEL_MAP_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         content = {"id2label": {str(i): label for i, label in self.id2label.items()}, "label2id": self.label2id,
-                   "text_prefix": self.text_prefix}
+                   "text_prefix": self.text_prefix, **({"template": self.template} if self.template else {})}
         path.write_text(json.dumps(content, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         return path
 
@@ -67,7 +75,8 @@ class LabelMap:
         if sorted(id2label) != list(range(len(id2label))):
             raise ModelError(f"The label ids in {path} are not 0..{len(id2label) - 1}: {sorted(id2label)}.",
                              "Restore the file from the training run's output_dir.")
-        return cls(tuple(id2label[index] for index in range(len(id2label))), str(content.get("text_prefix") or ""))
+        return cls(tuple(id2label[index] for index in range(len(id2label))), str(content.get("text_prefix") or ""),
+                   str(content.get("template") or ""))
 
 
 def read_label_map(model_args: ModelArguments) -> Optional[LabelMap]:

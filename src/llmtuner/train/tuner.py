@@ -75,6 +75,13 @@ def run_exp(
         from .cls import run_cls
 
         return run_cls(model_args, data_args, training_args, finetuning_args, callbacks)
+    if finetuning_args.stage in ("dpo", "kto", "rm"):  # preference stages: our data path, TRL's trainers
+        from .dpo import run_dpo
+        from .kto import run_kto
+        from .rm import run_rm
+
+        run = {"dpo": run_dpo, "kto": run_kto, "rm": run_rm}[finetuning_args.stage]
+        return run(model_args, data_args, training_args, finetuning_args, callbacks)
     from .sft import run_sft
 
     return run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)

@@ -1,0 +1,42 @@
+"""Stage kto: single responses tagged desirable or not (kto_tag; pairwise data is split into both), trained with
+TRL's KTOTrainer against a frozen reference (for LoRA: the adapter's starting weights, no second model)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from ..data.dataset import get_dataset
+from ..data.template import get_template
+from ..model import load_model, load_tokenizer
+from .preference import build_preference_trainer, load_reference_model, plot_rewards
+from .trainer_utils import train_save_evaluate
+
+if TYPE_CHECKING:
+    from transformers import Seq2SeqTrainingArguments, TrainerCallback
+
+    from ..hparams import DataArguments, FinetuningArguments, ModelArguments
+
+
+def run_kto(
+    model_args: "ModelArguments",
+    data_args: "DataArguments",
+    training_args: "Seq2SeqTrainingArguments",
+    finetuning_args: "FinetuningArguments",
+    callbacks: Optional[list["TrainerCallback"]] = None,
+) -> dict[str, float]:
+    """tokenizer -> template -> tagged responses -> model (+ reference) -> KTOTrainer -> train/save/evaluate -> plots.
+
+    Raises DatasetError for a missing or non-boolean kto_tag column before any weights load.
+    """
+    tokenizer = load_tokenizer(model_args)
+    template = get_template(data_args.template, tokenizer)
+    template.fix_tokenizer(tokenizer)
+    dataset_module = get_dataset(template, tokenizer, data_args, training_args, stage="kto")
+    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=training_args.do_train)
+    ref_model = load_reference_model(tokenizer, model_args, finetuning_args)
+    trainer = build_preference_trainer("kto", model, tokenizer, training_args, finetuning_args, dataset_module,
+                                       callbacks, ref_model=ref_model,
+                                       new_adapter=not model_args.adapter_name_or_path)
+    metrics = train_save_evaluate(trainer, training_args, finetuning_args, perplexity=False)
+    plot_rewards(trainer, training_args, finetuning_args)
+    return metrics

@@ -1,0 +1,48 @@
+"""Stage rm: a reward model. The causal LM gets a one-output scoring head (the classifier loader of stage cls) and
+learns, with TRL's RewardTrainer, to score each chosen conversation above its rejected one. label_map.json records
+the template, so `llmtuner predict` scores responses the way training rendered them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from ..data.dataset import get_dataset
+from ..data.template import get_template
+from ..model import load_tokenizer
+from ..model.classifier import REWARD_LABEL, LabelMap, check_classifier_args, load_classifier
+from .preference import build_preference_trainer, plot_rewards
+from .trainer_utils import train_save_evaluate
+
+if TYPE_CHECKING:
+    from transformers import Seq2SeqTrainingArguments, TrainerCallback
+
+    from ..hparams import DataArguments, FinetuningArguments, ModelArguments
+
+
+def run_rm(
+    model_args: "ModelArguments",
+    data_args: "DataArguments",
+    training_args: "Seq2SeqTrainingArguments",
+    finetuning_args: "FinetuningArguments",
+    callbacks: Optional[list["TrainerCallback"]] = None,
+) -> dict[str, float]:
+    """tokenizer -> template -> pairs -> scoring model -> RewardTrainer -> train/save/evaluate -> accuracy plot.
+
+    Raises DatasetError for data that is not pairwise before any weights load.
+    """
+    from .cls import LabelMapCallback
+
+    check_classifier_args(model_args)
+    tokenizer = load_tokenizer(model_args)
+    template = get_template(data_args.template, tokenizer)
+    template.fix_tokenizer(tokenizer)
+    dataset_module = get_dataset(template, tokenizer, data_args, training_args, stage="rm")
+    label_map = LabelMap((REWARD_LABEL,), template=data_args.template)
+    model = load_classifier(tokenizer, model_args, finetuning_args, label_map, is_trainable=training_args.do_train)
+    trainer = build_preference_trainer("rm", model, tokenizer, training_args, finetuning_args, dataset_module,
+                                       [LabelMapCallback(label_map), *(callbacks or [])])
+    if training_args.should_save:
+        label_map.save(training_args.output_dir)
+    metrics = train_save_evaluate(trainer, training_args, finetuning_args, perplexity=False)
+    plot_rewards(trainer, training_args, finetuning_args)
+    return metrics
