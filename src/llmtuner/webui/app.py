@@ -1,0 +1,53 @@
+"""The Blocks app: a language switch and one tab per step of the workflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .i18n import LANGUAGES, Localizer
+from .runs import RunManager
+
+
+@dataclass
+class AppContext:
+    """What the tabs share: the labels, the runs, the working folder (relative paths in configs resolve
+    against it, as they would for the CLI started there) and the loaded chat model."""
+
+    ui: Localizer
+    manager: RunManager
+    workdir: Path
+    presets_dir: Path
+    loaded: dict[str, Any] = field(default_factory=dict)  # the Chat tab's engine or classifier
+
+
+def create_app(workdir: str | Path = ".", runs_dir: Optional[str | Path] = None, lang: str = "en") -> Any:
+    """The Gradio Blocks of the UI (not launched). ``runs_dir`` holds each run's YAML and console log
+    (default ``<workdir>/saves/webui_runs``)."""
+    import gradio as gr
+
+    from . import chat_tab, eval_tab, export_tab, train_tab
+
+    workdir = Path(workdir).resolve()
+    manager = RunManager(Path(runs_dir) if runs_dir else workdir / "saves" / "webui_runs", workdir)
+    ctx = AppContext(Localizer(lang), manager, workdir, workdir / "configs" / "presets")
+    ui = ctx.ui
+    with gr.Blocks(title="llmtuner", analytics_enabled=False) as demo:
+        with gr.Row():
+            ui.add(gr.Markdown(ui.t("title")), "title", "value")
+            language = ui.add(gr.Radio(list(LANGUAGES), value="中文" if lang == "zh" else "English",
+                                       label=ui.t("lang"), elem_id="lang"), "lang")
+        with gr.Tabs():
+            with ui.add(gr.Tab(ui.t("tab_train"), id="train", elem_id="tab_train"), "tab_train"):
+                train_tab.build(ctx)
+            with ui.add(gr.Tab(ui.t("tab_eval"), id="eval", elem_id="tab_eval"), "tab_eval"):
+                eval_tab.build(ctx)
+            with ui.add(gr.Tab(ui.t("tab_chat"), id="chat", elem_id="tab_chat"), "tab_chat"):
+                chat_tab.build(ctx)
+            with ui.add(gr.Tab(ui.t("tab_export"), id="export", elem_id="tab_export"), "tab_export"):
+                export_tab.build(ctx)
+        components = ui.components
+        language.change(lambda name: ui.updates(LANGUAGES[name]), [language], components)
+    demo.llmtuner_context = ctx  # for the launcher (stop runs on exit) and tests
+    return demo
