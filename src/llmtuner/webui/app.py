@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .context import AppContext
 from .i18n import LANGUAGES, Localizer
 from .runs import RunManager
-
-
-@dataclass
-class AppContext:
-    """What the tabs share: the labels, the runs, the working folder (relative paths in configs resolve
-    against it, as they would for the CLI started there) and the loaded chat model."""
-
-    ui: Localizer
-    manager: RunManager
-    workdir: Path
-    presets_dir: Path
-    loaded: dict[str, Any] = field(default_factory=dict)  # the Chat tab's engine or classifier
 
 
 def create_app(workdir: str | Path = ".", runs_dir: Optional[str | Path] = None, lang: str = "en") -> Any:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..extras.errors import LlmtunerError
+from .i18n import error_markdown
 
 if TYPE_CHECKING:
-    from .app import AppContext
+    from .context import AppContext
 
 
 def model_args(model: str, adapter: str, template: str) -> dict[str, Any]:
@@ -89,8 +90,6 @@ def build(ctx: "AppContext") -> None:
         try:
             kind, loaded = load_model(model_args(model_path, adapter_path, template_name))
         except LlmtunerError as exc:
-            from .train_tab import error_markdown
-
             return error_markdown(exc), gr.update(visible=True), gr.update(visible=False)
         ctx.loaded[kind] = loaded
         where = " + ".join(part for part in (model_path, adapter_path) if part)

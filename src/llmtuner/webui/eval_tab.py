@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..extras.errors import LlmtunerError
+from .i18n import error_markdown
 
 if TYPE_CHECKING:
-    from .app import AppContext
+    from .context import AppContext
 
 TABLE_HEADERS = ["task", "level", "name", "before", "after", "delta"]
 
@@ -54,8 +55,6 @@ def forgetting_rows(report: dict[str, Any]) -> list[list[Any]]:
 
 def run_evaluation(mode: str, config: dict[str, Any]) -> tuple[str, list[list[Any]], Optional[str], Optional[str]]:
     """(message, table rows, radar.png, drops.png) of a benchmark run (no charts) or a forgetting report."""
-    from .train_tab import error_markdown
-
     try:
         if mode == "forgetting":
             from ..eval.forgetting import DROPS_PNG, RADAR_PNG, format_headline, run_forgetting

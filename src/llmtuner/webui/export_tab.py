@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..extras.errors import LlmtunerError
+from .i18n import error_markdown
 
 if TYPE_CHECKING:
-    from .app import AppContext
+    from .context import AppContext
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -30,8 +31,6 @@ def export_config(model: str, adapter: str, template: str, export_dir: str, size
 def run_export(config: dict[str, Any]) -> str:
     """Export and return a message: where it went, or the CLI's error and hint."""
     from ..model.export import export_model
-    from .train_tab import error_markdown
-
     try:
         target = export_model(config)
     except LlmtunerError as exc:

@@ -96,6 +96,12 @@ STRINGS: dict[str, tuple[str, str]] = {
 }
 
 
+def error_markdown(exc: Any) -> str:
+    """How a CLI error (``LlmtunerError``) reads in the page: the same error: / hint: lines the CLI prints."""
+    hint = f"\n\nhint: {exc.hint}" if exc.hint else ""
+    return f"**error:** {exc.message}{hint}"
+
+
 def text(key: str, lang: str = "en") -> str:
     """The string of ``key`` in ``lang`` (``en`` or ``zh``); the key itself when it has none (a visible gap)."""
     pair = STRINGS.get(key)

@@ -6,19 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..extras.errors import LlmtunerError
 from . import config as cfg
+from .i18n import error_markdown
 from .preview import first_rendered_example, first_rows, rows_as_text
 
 if TYPE_CHECKING:
-    from .app import AppContext
+    from .context import AppContext
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "polynomial")
 REFRESH_SECONDS = 1.0
-
-
-def error_markdown(exc: LlmtunerError) -> str:
-    """How a CLI error reads in the page: the same error: / hint: lines the CLI prints."""
-    hint = f"\n\nhint: {exc.hint}" if exc.hint else ""
-    return f"**error:** {exc.message}{hint}"
 
 
 def group_messages(found: Any) -> list[str]:
