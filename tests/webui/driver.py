@@ -45,7 +45,11 @@ def start_browser(browser: str, driver_path: str, window: tuple[int, int] = WIND
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                  f"--window-size={window[0]},{window[1]}", "--lang=en-US"):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    # --window-size counts the window's frame: make the page itself (and so each screenshot) exactly `window`.
+    frame = driver.execute_script("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]")
+    driver.set_window_size(window[0] + frame[0], window[1] + frame[1])
+    return driver
 
 
 def free_port() -> int:
@@ -148,6 +152,15 @@ class Page:
     def text(self, elem_id: str) -> str:
         return self.driver.find_element("css selector", f"#{elem_id}").text
 
+    def show(self, elem_id: str, block: str = "start") -> None:
+        """Scroll the page so the element is at the top (``start``) or middle (``center``) of the window."""
+        self.driver.execute_script(f"document.querySelector('#{elem_id}').scrollIntoView({{block: '{block}'}})")
+        time.sleep(0.5)
+
+    def radio(self, elem_id: str, label: str) -> None:
+        self.wait(lambda: self.driver.find_element(
+            "xpath", f"//*[@id='{elem_id}']//label[contains(normalize-space(.), '{label}')]"), what=label).click()
+
     def screenshot(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(path))
@@ -207,3 +220,31 @@ def chat_once(page: Page, model_dir: str, adapter_dir: str, message: str = "ф╜ах
               timeout, "a streamed reply")
     time.sleep(1)
     return page.driver.execute_script("return window.__replies")
+
+
+def forgetting_report(page: Page, model_dir: str, adapter_dir: str, task_dir: str, save_dir: str,
+                      subjects: str = "law,logic,college_economics,high_school_physics,anatomy,philosophy",
+                      questions: int = 5, timeout: float = 900) -> None:
+    """Evaluate tab: base vs base + adapter on a few C-Eval and MMLU questions, 0-shot; waits for the radar."""
+    page.radio("eval_mode", "Forgetting")
+    page.choose("eval_tasks", "mmlu")
+    page.fill("eval_model", model_dir)
+    page.fill("eval_adapter", adapter_dir)
+    page.fill("eval_task_dir", task_dir)
+    page.fill("eval_subjects", subjects)
+    page.fill("eval_n_shot", 0)
+    page.fill("eval_max_samples", questions)
+    page.fill("eval_save_dir", save_dir)
+    page.click("eval_run")
+    page.wait(lambda: page.driver.find_elements("css selector", "#eval_radar img")
+              or "error" in page.text("eval_message"), timeout, "the forgetting report")
+
+
+def export_merged(page: Page, model_dir: str, adapter_dir: str, export_dir: str, timeout: float = 300) -> str:
+    """Export tab: merge the adapter into ``export_dir``; returns the message shown."""
+    page.fill("export_model", model_dir)
+    page.fill("export_adapter", adapter_dir)
+    page.fill("export_dir", export_dir)
+    page.click("export_run")
+    page.wait(lambda: page.text("export_result").strip(), timeout, "the export")
+    return page.text("export_result")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmtuner.webui import config as cfg
-from llmtuner.webui.i18n import STRINGS, text
+from llmtuner.webui.i18n import STRINGS, accepts, text
 
 
 def test_every_string_has_both_languages():
@@ -22,6 +22,8 @@ def test_language_switch_updates_every_registered_component(repo_root):
     ui = demo.llmtuner_context.ui
     updates = ui.updates("zh")
     assert len(updates) == len(ui.components) > 50
+    for component, update in zip(ui.components, updates):  # Gradio rebuilds each component from these keys
+        assert all(accepts(component, key) for key in update if key != "__type__"), (component, update)
     labels = {update.get("label") for update in updates} | {update.get("value") for update in updates}
     assert {"模型文件夹", "开始", "训练", "对话", "导出", "评测"} <= labels
 

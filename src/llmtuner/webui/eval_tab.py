@@ -94,7 +94,7 @@ def build(ctx: "AppContext") -> None:
                           "task_dir")
         subjects = ui.add(gr.Textbox(elem_id="eval_subjects", **ui.kw("subjects")), "subjects")
     with gr.Row():
-        n_shot = ui.add(gr.Number(value=5, precision=0, **ui.kw("n_shot")), "n_shot")
+        n_shot = ui.add(gr.Number(value=5, precision=0, elem_id="eval_n_shot", **ui.kw("n_shot")), "n_shot")
         max_samples = ui.add(gr.Number(value=20, precision=0, elem_id="eval_max_samples",
                                        **ui.kw("eval_max_samples")), "eval_max_samples")
         save_dir = ui.add(gr.Textbox(scale=2, elem_id="eval_save_dir", **ui.kw("save_dir")), "save_dir")

@@ -110,6 +110,13 @@ def text(key: str, lang: str = "en") -> str:
     return pair[1] if lang == "zh" else pair[0]
 
 
+def accepts(component: Any, name: str) -> bool:
+    """Whether the component's class takes ``name`` (Gradio rebuilds a component from an update's keys)."""
+    import inspect
+
+    return name in inspect.signature(type(component).__init__).parameters
+
+
 class Localizer:
     """Creates labels in the start language and remembers which component shows which key."""
 
@@ -123,7 +130,7 @@ class Localizer:
     def add(self, component: Any, key: str, kind: str = "label") -> Any:
         """Register ``component`` (already made with ``t(key)``) to follow language switches; returns it."""
         self._entries.append((component, key, kind))
-        if kind == "label" and f"{key}.info" in STRINGS and hasattr(component, "info"):
+        if kind == "label" and f"{key}.info" in STRINGS and accepts(component, "info"):
             self._entries.append((component, f"{key}.info", "info"))
         return component
 
