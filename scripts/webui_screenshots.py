@@ -55,6 +55,7 @@ def main() -> int:
         page.click("train_preview")
         page.driver.find_element("xpath", "//button[contains(., 'Preview data')]").click()
         page.wait(lambda: "[MASKED:" in page.value("train_first_example"), 120, "the first example")
+        page.show("train_dataset", "start")
         shots.append(page.screenshot(out / "webui_train.png"))
         run_training(page)
         page.show("train_yaml")
@@ -62,7 +63,7 @@ def main() -> int:
 
         page.tab("Evaluate")
         forgetting_report(page, model, str(adapter), args.task_dir, str(work / "forgetting"))
-        page.show("eval_message", "start")
+        page.show("eval_message", "start")  # the headline, the results table and the charts
         shots.append(page.screenshot(out / "webui_evaluate.png"))
 
         page.tab("Chat")

@@ -47,7 +47,8 @@ def start_browser(browser: str, driver_path: str, window: tuple[int, int] = WIND
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     # --window-size counts the window's frame: make the page itself (and so each screenshot) exactly `window`.
-    frame = driver.execute_script("return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]")
+    frame = driver.execute_script(
+        "return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]")
     driver.set_window_size(window[0] + frame[0], window[1] + frame[1])
     return driver
 

@@ -101,8 +101,8 @@ def build(ctx: "AppContext") -> None:
         overwrite = ui.add(gr.Checkbox(value=False, **ui.kw("overwrite_save_dir")), "overwrite_save_dir")
     button = ui.add(gr.Button(ui.t("run_eval"), variant="primary", elem_id="eval_run"), "run_eval", "value")
     message = gr.Markdown(elem_id="eval_message")
-    table = ui.add(gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, label=ui.t("results"),
-                                elem_id="eval_table"), "results")
+    table = ui.add(gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, max_height=300,
+                                label=ui.t("results"), elem_id="eval_table"), "results")
     with gr.Row():
         radar = ui.add(gr.Image(type="filepath", interactive=False, label=ui.t("radar"), elem_id="eval_radar"),
                        "radar")
