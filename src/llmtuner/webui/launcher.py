@@ -28,8 +28,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Build the app in the current folder and serve it until Ctrl-C; running trainings get a graceful stop."""
     from ..extras.env import require_package
 
-    require_package("gradio", "gradio", "llmtuner webui")
     args = parse_args(argv)
+    require_package("gradio", "gradio", "llmtuner webui")
     from .app import create_app
 
     password = args.password or os.environ.get(PASSWORD_ENV)
