@@ -58,9 +58,13 @@ def test_train_then_chat_in_the_browser(browser, tiny_qwen2_dir, repo_root, tmp_
         assert all(later.startswith(earlier.rstrip()) for earlier, later in zip(seen, seen[1:])), seen
 
         page.radio("lang", "中文")  # every label follows the language switch
-        page.wait(lambda: page.text("train_start") == "开始", what="the Chinese labels")
-        tabs = [element.text for element in page.driver.find_elements("css selector", "button[role=tab]")]
-        assert tabs == ["训练", "评测", "对话", "导出"]
+
+        def tab_names() -> list[str]:
+            return [element.text for element in page.driver.find_elements("css selector", "button[role=tab]")]
+
+        page.wait(lambda: tab_names() == ["训练", "评测", "对话", "导出"], what=f"the Chinese tab names: {tab_names()}")
+        page.tab("训练")
+        page.wait(lambda: page.text("train_start") == "开始", what="the Chinese button labels")
     finally:
         stop_ui(process)
         print(f"\nweb UI screenshots: {shots}")
