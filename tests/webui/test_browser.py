@@ -37,7 +37,14 @@ def test_train_then_chat_in_the_browser(browser, tiny_qwen2_dir, repo_root, tmp_
         page.open(url)
         fill_train_form(page, tiny_qwen2_dir, str(output_dir))
         assert page.value("train_template") == "auto"  # suggested: the tiny model's tokenizer has a chat template
+        page.wait(lambda: "✔" in page.text("train_error_output"), what="the form to pass the CLI's checks")
+        page.fill("train_max_samples", -1)  # the CLI's error appears next to the data fields, then goes away
+        page.wait(lambda: "max_samples" in page.text("train_error_data"), what="the max_samples error")
+        page.fill("train_max_samples", 16)
+        page.wait(lambda: not page.text("train_error_data") and "✔" in page.text("train_error_output"),
+                  what="the error to clear")
         status = run_training(page)
+        page.show("train_loss_plot", "center")
         page.screenshot(shots / "train.png")
         log = (tmp_path / "webui_runs").glob("*/console.log")
         assert status == "finished", "\n".join(path.read_text()[-3000:] for path in log)

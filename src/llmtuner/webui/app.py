@@ -36,6 +36,11 @@ def create_app(workdir: str | Path = ".", runs_dir: Optional[str | Path] = None,
             with ui.add(gr.Tab(ui.t("tab_export"), id="export", elem_id="tab_export"), "tab_export"):
                 export_tab.build(ctx)
         components = ui.components
-        language.change(lambda name: ui.updates(LANGUAGES[name]), [language], components)
+
+        def switch(name: str) -> list[Any]:
+            ui.lang = LANGUAGES[name]  # messages written from now on (status lines, errors' headers) follow too
+            return ui.updates(ui.lang)
+
+        language.change(switch, [language], components)
     demo.llmtuner_context = ctx  # for the launcher (stop runs on exit) and tests
     return demo

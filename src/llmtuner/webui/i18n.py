@@ -89,9 +89,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "export": ("Export", "导出"),
     # messages
     "model_ok": ("✔ model folder: {}", "✔ 模型文件夹：{}"),
-    "started": ("Started run {} (output: {}).", "已开始运行 {}（输出：{}）。"),
     "no_run": ("No run selected.", "未选择运行。"), "loaded": ("Loaded: {}", "已加载：{}"),
-    "not_loaded": ("Load a model first.", "请先加载模型。"), "exported": ("Exported to {}", "已导出到 {}"),
+    "not_loaded": ("Load a model first.", "请先加载模型。"),
     "valid": ("✔ the config passes the CLI's checks.", "✔ 配置通过了命令行的检查。"),
 }
 

@@ -147,7 +147,8 @@ def build(ctx: "AppContext") -> None:
         return ui.t("model_ok").format(message), gr.update(value=suggested or template)
 
     def on_validate(*values: Any) -> list[str]:
-        return check_form(form_of(values))[1]
+        config, messages = check_form(form_of(values))
+        return messages[:-1] + [ui.t("valid")] if config is not None else messages
 
     def on_dataset_dir(dataset_dir: str, chosen: list[str]):
         names = cfg.list_datasets(ctx.workdir / (dataset_dir or "data"))
