@@ -67,7 +67,7 @@ def main() -> int:
         shots.append(page.screenshot(out / "webui_evaluate.png"))
 
         page.tab("Chat")
-        chat_once(page, model, str(adapter))
+        chat_once(page, model, str(adapter), max_new_tokens=48)  # a short reply: the whole exchange fits
         page.show("chat_status", "start")
         shots.append(page.screenshot(out / "webui_chat.png"))
 

@@ -207,8 +207,10 @@ new MutationObserver(() => {
 
 
 def chat_once(page: Page, model_dir: str, adapter_dir: str, message: str = "你好，介绍一下你自己。",
-              timeout: float = 180) -> list[str]:
+              max_new_tokens: Optional[int] = None, timeout: float = 180) -> list[str]:
     """Load base + adapter in the Chat tab, send ``message``; returns the reply's texts as they were shown."""
+    if max_new_tokens:
+        page.fill("chat_max_new_tokens", max_new_tokens)
     page.fill("chat_model", model_dir)
     page.fill("chat_adapter", adapter_dir)
     page.click("chat_load")

@@ -146,16 +146,20 @@ def build(ctx: "AppContext") -> None:
         suggested = cfg.suggest_template(path)
         return ui.t("model_ok").format(message), gr.update(value=suggested or template)
 
+    def checked(form: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+        """check_form, with the "passes" line under the output settings when nothing is wrong."""
+        config, messages = check_form(form)
+        return config, (messages[:-1] + [ui.t("valid")] if config is not None else messages)
+
     def on_validate(*values: Any) -> list[str]:
-        config, messages = check_form(form_of(values))
-        return messages[:-1] + [ui.t("valid")] if config is not None else messages
+        return checked(form_of(values))[1]
 
     def on_dataset_dir(dataset_dir: str, chosen: list[str]):
         names = cfg.list_datasets(ctx.workdir / (dataset_dir or "data"))
         return gr.update(choices=names, value=[name for name in chosen or [] if name in names])
 
     def on_preview_yaml(*values: Any):
-        config, messages = check_form(form_of(values))
+        config, messages = checked(form_of(values))
         try:
             text = cfg.config_yaml(cfg.build_train_config(form_of(values)))
         except LlmtunerError:
@@ -166,7 +170,7 @@ def build(ctx: "AppContext") -> None:
     def on_preview_data(*values: Any):
         form = form_of(values)
         if not form["dataset"]:
-            return "", "", *check_form(form)[1]
+            return "", "", *checked(form)[1]
         try:
             rows = rows_as_text(first_rows(form["dataset_dir"], form["dataset"][0]))
             example = first_rendered_example(cfg.build_train_config(form))
@@ -178,7 +182,7 @@ def build(ctx: "AppContext") -> None:
         form = form_of(values)
         if resume_run:
             form["resume"] = True
-        config, messages = check_form(form)
+        config, messages = checked(form)
         if config is None:
             return [gr.update(), "", "", *messages]
         try:
