@@ -293,6 +293,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
     "api": ("Serve a model (or a stage cls classifier) over an OpenAI-compatible HTTP API.", _api),
     "make-tiny-model": ("Build a tiny random model with a real tokenizer, for tests and demos.", _make_tiny_model),
     "version": ("Print the versions of llmtuner, python and the libraries it uses.", _version),
+    "webui": ("Start the web UI (train, evaluate, chat, export) on 127.0.0.1:7860 (--host, --port, --password).",
+              lambda argv: __import__("llmtuner.webui.launcher", fromlist=["main"]).main(argv)),
     "help": ("Show this message.", _help),
 }
 _ALIASES = {"-h": "help", "--help": "help", "--version": "version"}
