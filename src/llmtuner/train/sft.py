@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Optional
 from ..data.dataset import get_dataset
 from ..data.template import get_template
 from ..model import load_model, load_tokenizer
+from .forgetting_watch import attach_forgetting_watch
 from .trainer_utils import build_trainer, train_save_evaluate
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def run_sft(
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=training_args.do_train)
     trainer = build_trainer(Seq2SeqTrainer, model, tokenizer, training_args, dataset_module, callbacks,
                             chunked_loss=finetuning_args.chunked_loss)
+    attach_forgetting_watch(trainer, model_args, data_args, finetuning_args)  # when forgetting_watch is set
     metrics = train_save_evaluate(trainer, training_args, finetuning_args)
     if training_args.do_predict:
         from ..hparams import GeneratingArguments
