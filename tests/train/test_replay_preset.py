@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from llmtuner.train.tuner import run_exp
 
@@ -26,5 +27,5 @@ def test_replay_preset_trains_and_watches(tiny_qwen2_dir, tmp_path, monkeypatch)
     assert [len(ids) for ids in report["config"]["question_ids"].values()] == [16, 16]
     assert [entry["step"] for entry in report["history"]] == [0, 1, 2]
     assert report["decision"]["step"] in (1, 2) and report["decision"]["reason"]
-    run_args = (out / "run_args.yaml").read_text(encoding="utf-8")
-    assert "replay_dataset: sft_demo_zh_en" in run_args and "replay_ratio: 0.2" in run_args
+    run_args = yaml.safe_load((out / "run_args.yaml").read_text(encoding="utf-8"))
+    assert run_args["replay_dataset"] == ["sft_demo_zh_en"] and run_args["replay_ratio"] == 0.2
