@@ -171,6 +171,10 @@ def test_watch_without_task_files_fails_before_anything_is_written(tiny_qwen2_di
 
 
 def test_load_best_needs_checkpoints_at_the_watch_steps(tiny_qwen2_dir, repo_root, tiny_mmlu, tmp_path):
+    fine = _run_args(tiny_qwen2_dir, repo_root, tmp_path / "o", tiny_mmlu, save_steps=4,
+                     watch={"forgetting_budget": 0.02, "load_best_within_budget": True})
+    _, _, training_args, finetuning_args, _ = get_train_args(fine)
+    check_watch_schedule(finetuning_args, training_args)  # saves every 4, the watch every 2 (= eval_steps): fine
     args = _run_args(tiny_qwen2_dir, repo_root, tmp_path / "o", tiny_mmlu, save_steps=3,
                      watch={"forgetting_budget": 0.02, "load_best_within_budget": True})
     _, _, training_args, finetuning_args, _ = get_train_args(args)

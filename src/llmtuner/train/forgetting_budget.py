@@ -34,8 +34,7 @@ def watch_every(watch: "ForgettingWatchArguments", training_args: "TrainingArgum
     logging_steps."""
     if watch.eval_steps:
         return watch.eval_steps
-    steps = training_args.eval_steps if str(training_args.eval_strategy) in ("steps", "IntervalStrategy.STEPS") \
-        else None
+    steps = training_args.eval_steps if training_args.eval_strategy == "steps" else None
     steps = steps or training_args.logging_steps
     if steps < 1:
         raise ConfigError(f"The run's eval_steps/logging_steps ({steps}) is a fraction of training; the watch needs "
@@ -50,7 +49,7 @@ def check_watch_schedule(finetuning_args: "FinetuningArguments", training_args: 
         return
     every = watch_every(watch, training_args)
     if watch.target_metric.startswith("eval_") and (watch.load_best_within_budget or watch.forgetting_budget):
-        evaluates = str(training_args.eval_strategy) in ("steps", "IntervalStrategy.STEPS")
+        evaluates = training_args.eval_strategy == "steps"  # a str enum: equal to its value
         if not evaluates or every % int(training_args.eval_steps or every) != 0:
             raise ConfigError(
                 f"forgetting_watch.target_metric={watch.target_metric} needs the trainer to evaluate at the watch's "
@@ -60,7 +59,7 @@ def check_watch_schedule(finetuning_args: "FinetuningArguments", training_args: 
             )
     if watch.load_best_within_budget:
         save_steps = training_args.save_steps
-        if str(training_args.save_strategy) not in ("steps", "SaveStrategy.STEPS") or save_steps < 1 \
+        if training_args.save_strategy != "steps" or save_steps < 1 \
                 or int(save_steps) % every != 0:
             raise ConfigError(
                 f"load_best_within_budget keeps a saved checkpoint, but save_strategy={training_args.save_strategy}"
