@@ -36,8 +36,11 @@ def _bench_train_module():
 def build_model(name: str, work: Path) -> str:
     from llmtuner.model.tiny import make_tiny_model
 
+    folder = work / name
+    if folder.is_dir():  # built earlier in this work folder
+        return str(folder)
     if name == "tiny":
-        return make_tiny_model("qwen2", str(work / "tiny"))
+        return make_tiny_model("qwen2", str(folder))
     return _bench_train_module().build_small_model(work / "small")  # the 42M model of scripts/bench_train.py
 
 
@@ -78,7 +81,7 @@ def curves(path: Path, work: Path, steps: int) -> dict:
     runs = {}
     for label, extra in (("no replay", {}), ("replay 0.3", {"replay_dataset": "sft_demo_sharegpt",
                                                             "replay_ratio": 0.3})):
-        runs[label] = train(model_dir, work / f"curve-{label.replace(' ', '_')}", steps, max(1, steps // 8),
+        runs[label] = train(model_dir, work / f"curve-{label.replace(' ', '_')}", steps, max(1, steps // 4),
                             finetuning_type="full", learning_rate=1e-3, max_samples=40, **extra)
     figure = Figure(figsize=(10, 4))
     FigureCanvasAgg(figure)
@@ -105,13 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=10, help="watch every N steps")
     parser.add_argument("--out", default=str(ROOT / "bench" / "forgetting_watch.json"))
     parser.add_argument("--curves", default=None, help="also draw the watch with and without replay to this PNG")
+    parser.add_argument("--curve_steps", type=int, default=16, help="training steps of each --curves run")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        rows = measure([name.strip() for name in args.models.split(",")], args.steps, args.every, work)
+        rows = measure([name.strip() for name in args.models.split(",") if name.strip()], args.steps, args.every,
+                       work)
         result = {"rows": rows}
         if args.curves:
-            result["curves"] = curves(Path(args.curves), work, 16)
+            result["curves"] = curves(Path(args.curves), work, args.curve_steps)
     print("\n| model | steps | watch every | evaluations | questions | train time (s) | watch (s) | per evaluation (s) "
           "| share of training time |\n|---|---|---|---|---|---|---|---|---|")
     for row in rows:
