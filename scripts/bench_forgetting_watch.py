@@ -51,7 +51,8 @@ def train(model_dir: str, out: Path, steps: int, every: int, **extra) -> dict:
     run_exp({"model_name_or_path": model_dir, "stage": "sft", "finetuning_type": "lora", "lora_rank": 8,
              "template": "qwen", "dataset": "sft_demo_zh_en", "dataset_dir": str(ROOT / "data"), "cutoff_len": 512,
              "output_dir": str(out), "per_device_train_batch_size": 4, "learning_rate": 1e-4, "max_steps": steps,
-             "logging_steps": every, "save_strategy": "no", "seed": 0, "forgetting_watch": {**watch, "eval_steps": every},
+             "logging_steps": every, "save_strategy": "no", "seed": 0,
+             "forgetting_watch": {**watch, "eval_steps": every},
              **extra})
     return json.loads((out / "forgetting_watch.json").read_text(encoding="utf-8"))
 

@@ -93,7 +93,8 @@ def parse_watch_block(block: Union[dict[str, Any], ForgettingWatchArguments, Non
         return block
     if not isinstance(block, dict):
         raise ConfigError(f"forgetting_watch must be a block of keys, not {block!r}.",
-                          "Write it as an indented block of keys under forgetting_watch: (task, task_dir, n_shot, ...).")
+                          "Write it as an indented block of keys under forgetting_watch: "
+                          "(task, task_dir, n_shot, ...).")
     hints = typing.get_type_hints(ForgettingWatchArguments)
     names = [f.name for f in dataclasses.fields(ForgettingWatchArguments) if f.name not in _NOT_IN_BLOCK]
     defaults = {f.name: f.default for f in dataclasses.fields(ForgettingWatchArguments)}

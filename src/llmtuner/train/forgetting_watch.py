@@ -25,7 +25,7 @@ from . import forgetting_budget as budget_rules
 from .forgetting_budget import check_watch_schedule, load_watch_benchmarks, watch_every
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizer, Trainer, TrainingArguments
+    from transformers import PreTrainedTokenizer, Trainer
 
     from ..hparams import DataArguments, FinetuningArguments, ModelArguments
     from ..hparams.watch_args import ForgettingWatchArguments
