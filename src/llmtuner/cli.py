@@ -284,7 +284,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
                    _forgetting),
     "curriculum": ("Train the stages of a config's curriculum: block in order, each from the previous one.",
                    _curriculum),
-    "sweep": ("Train one run per data ratio (--ratios 0.2 0.4 ...) and compare them (sweep.json/.md/.png).", _sweep),
+    "sweep": ("Train one run per data ratio (--ratios 0.2 0.4 ...) or per value of any argument (--param lora_rank "
+              "--values 4,8,16) and compare them (sweep.json/.md/.png).", _sweep),
     "export": ("Merge LoRA adapters into the base and write a standalone safetensors model.", _export),
     "chat": ("Chat with a model in the terminal (streamed replies, history, `clear`, `exit`).", _chat),
     "test": ("Run a tuned model over a task test file (modes), or a scoring test set (report; --compare).", _test),

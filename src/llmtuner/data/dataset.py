@@ -210,6 +210,11 @@ def get_dataset(
         conversations, eval_rows = load_split_conversations(
             data_args.dataset, data_args, stage, seed=training_args.seed, val_size=val_size
         )
+        if data_args.replay_dataset:  # general data against forgetting, part of every epoch (data/mixing.py)
+            from .mixing import mix_replay
+
+            replay = load_conversations(data_args.replay_dataset, data_args, stage, seed=training_args.seed)
+            conversations = mix_replay(conversations, replay, data_args.replay_ratio, training_args.seed)
         train = _tokenize(conversations, stage, template, tokenizer, data_args, pack=data_args.packing)
         if data_args.eval_dataset:
             eval_rows = load_conversations(data_args.eval_dataset, data_args, stage, seed=training_args.seed)

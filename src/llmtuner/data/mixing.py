@@ -58,3 +58,22 @@ def mix_datasets(
     return datasets.interleave_datasets(
         conversations, probabilities=probabilities, seed=seed, stopping_strategy=_STOPPING_STRATEGIES[strategy]
     )
+
+
+def replay_count(task_rows: int, replay_ratio: float) -> int:
+    """Replay rows to add so that they make up ``replay_ratio`` of the training rows (0.2: one in five), rounded
+    half up."""
+    return math.floor(replay_ratio / (1 - replay_ratio) * task_rows + 0.5)
+
+
+def mix_replay(train: datasets.Dataset, replay: datasets.Dataset, replay_ratio: float, seed: int = 42
+               ) -> datasets.Dataset:
+    """``train`` plus ``replay_count`` rows of ``replay`` (general instruction data against forgetting): the first
+    rows of one ``seed`` shuffle, repeated whole when more are needed than it holds. The rows are part of the
+    training set, so every epoch sees them, shuffled in by the Trainer's sampler."""
+    wanted = replay_count(len(train), replay_ratio)
+    if wanted == 0 or len(replay) == 0:
+        return train
+    shuffled = replay.shuffle(seed=seed)
+    indices = [index % len(shuffled) for index in range(wanted)]
+    return datasets.concatenate_datasets([train, shuffled.select(indices)])

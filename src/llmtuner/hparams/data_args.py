@@ -84,6 +84,16 @@ class DataArguments:
         metadata={"help": "sft: pack several samples into each cutoff_len row (best-fit decreasing); each sample keeps "
                   "its own positions and attention never crosses samples (LLaMA-Factory's neat_packing)."},
     )
+    replay_dataset: Optional[str] = field(
+        default=None,
+        metadata={"help": "Comma-separated registered datasets of general instruction data mixed into the training "
+                  "rows against forgetting (replay_ratio says how much)."},
+    )
+    replay_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Share of the training rows that are replay rows, in [0, 1) (0.2: one in five), drawn with "
+                  "the run's seed and seen every epoch."},
+    )
     group_by_length: bool = field(
         default=False,
         metadata={"help": "Batch samples of similar length together (less padding); same as "
@@ -118,6 +128,15 @@ class DataArguments:
         self.scoring_dimensions = split_list(self.scoring_dimensions)
         check_choice("scoring_mode", self.scoring_mode, ("single", "multi"))
         self.dataset_ratios = _parse_ratios(self.dataset_ratios)
+        self.replay_dataset = split_list(self.replay_dataset)
+        check_range("replay_ratio", self.replay_ratio, 0)
+        if self.replay_ratio >= 1:
+            raise ConfigError(f"replay_ratio={self.replay_ratio} would leave no room for the task's own rows.",
+                              "Set replay_ratio to a share below 1, e.g. 0.2 (one training row in five is replay).")
+        if bool(self.replay_dataset) != (self.replay_ratio > 0):
+            given, missing = (("replay_dataset", "replay_ratio: 0.2") if self.replay_dataset
+                              else ("replay_ratio", "replay_dataset: <registered general instruction data>"))
+            raise ConfigError(f"{given} is set but {missing.split(':')[0]} is not.", f"Add {missing}, or remove {given}.")
 
 
 def _parse_ratios(value: object) -> Optional[list[float]]:

@@ -7,6 +7,7 @@ from typing import Literal, Optional, Sequence, Union
 
 from ..extras.errors import ConfigError
 from .validation import check_choice, check_range, split_list
+from .watch_args import parse_watch_block
 
 STAGES = ("pt", "sft", "cls", "dpo", "kto", "rm")
 PREFERENCE_STAGES = ("dpo", "kto", "rm")
@@ -104,6 +105,11 @@ class FinetuningArguments:
     ref_model_adapters: Optional[str] = field(
         default=None, metadata={"help": "dpo/kto: comma-separated LoRA adapters applied (merged) to ref_model."}
     )
+    forgetting_watch: Optional[Union[dict, str]] = field(
+        default=None,
+        metadata={"help": "pt/sft: a block of benchmark keys (task, task_dir, subjects, n_shot, max_samples, seed) "
+                  "and a forgetting budget; general ability is scored while training (docs/forgetting-aware.md)."},
+    )
 
     def __post_init__(self) -> None:
         check_choice("stage", self.stage, STAGES)
@@ -136,6 +142,10 @@ class FinetuningArguments:
                 "trainers compute their own log-probabilities; cls has a classification head).",
                 "Remove chunked_loss, or set stage: sft / pt.",
             )
+        self.forgetting_watch = parse_watch_block(self.forgetting_watch)
+        if self.forgetting_watch is not None and self.stage not in ("pt", "sft"):
+            raise ConfigError("forgetting_watch is for the language-model stages pt and sft.",
+                              "Remove the forgetting_watch block, or set stage: sft / pt.")
 
 
 def parse_class_weights(value: Union[str, Sequence[Union[str, float]], None]) -> Union[str, list[float], None]:

@@ -15,12 +15,14 @@ def preflight_checks(
     from ..data.registry import get_dataset_specs
     from ..data.template import check_template_name
     from ..model.loader import check_adapter_path, check_model_path
+    from .forgetting_budget import check_watch_files
 
     check_model_path(model_args.model_name_or_path)
     for adapter in model_args.adapter_name_or_path or []:
         check_adapter_path(adapter)
-    for names in (data_args.dataset, data_args.eval_dataset):
+    for names in (data_args.dataset, data_args.eval_dataset, data_args.replay_dataset):
         if names:
             get_dataset_specs(names, data_args.dataset_dir)
+    check_watch_files(finetuning_args)
     if finetuning_args.stage == "sft":
         check_template_name(data_args.template)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Optional
 from ..data.dataset import get_dataset
 from ..model import load_base_model, load_tokenizer
 from ..model.adapter import init_adapter
+from .forgetting_watch import attach_forgetting_watch
 from .trainer import LlmtunerTrainer, build_collator
 from .trainer_utils import evaluate, print_outputs, save_trained
 
@@ -43,6 +44,7 @@ def run_pt(
         callbacks=callbacks,
         chunked_loss=finetuning_args.chunked_loss,
     )
+    attach_forgetting_watch(trainer, model_args, data_args, finetuning_args)  # when forgetting_watch is set
     metrics: dict[str, float] = {}
     if training_args.do_train:
         result = trainer.train_resumable(finetuning_args.overwrite_output_dir)

@@ -8,6 +8,7 @@ from ..data.dataset import get_dataset
 from ..data.template import get_template
 from ..model import load_base_model, load_tokenizer
 from ..model.adapter import init_adapter
+from .forgetting_watch import attach_forgetting_watch
 from .trainer import LlmtunerTrainer, build_collator
 from .trainer_utils import evaluate, print_outputs, save_trained
 
@@ -49,6 +50,7 @@ def run_sft(
         callbacks=callbacks,
         chunked_loss=finetuning_args.chunked_loss,
     )
+    attach_forgetting_watch(trainer, model_args, data_args, finetuning_args)  # when forgetting_watch is set
     metrics: dict[str, float] = {}
     if training_args.do_train:
         result = trainer.train_resumable(finetuning_args.overwrite_output_dir)

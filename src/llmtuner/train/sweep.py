@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Union
 from ..extras.errors import ConfigError
 from ..extras.logging import get_logger, is_main_process
 from ..hparams.sweep_args import DEFAULT_RATIOS  # noqa: F401 (the default ratios, also shown in --help)
+from .param_sweep import PARAM_USAGE, is_param_sweep, run_param_sweep, split_param_argv
 
 logger = get_logger(__name__)
 
@@ -197,8 +198,12 @@ def split_sweep_argv(argv: list[str]) -> tuple[list[float], str, float, list[str
 def sweep_main(argv: list[str]) -> int:
     """``llmtuner sweep``: parse the command line and run the sweep."""
     if argv in (["-h"], ["--help"]) or not argv:
-        print(USAGE)
+        print(USAGE + "\n" + PARAM_USAGE)
         return 0 if argv else 2
+    if is_param_sweep(argv):  # any training argument: train/param_sweep.py
+        axes, param_metric, rest = split_param_argv(argv)
+        run_param_sweep(rest, axes, param_metric)
+        return 0
     ratios, metric, tolerance, rest = split_sweep_argv(argv)
     run_sweep(rest, ratios, metric, tolerance)
     return 0
