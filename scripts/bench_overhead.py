@@ -108,14 +108,13 @@ def phases(model_dir: str, output_dir: str, result_file: str) -> None:
 
     import torch  # noqa: F401  (imports are timed as one phase: torch, transformers, peft, datasets)
     from datasets.fingerprint import Hasher
-    from transformers import Seq2SeqTrainer
 
     from llmtuner.data.dataset import get_dataset
     from llmtuner.data.template import get_template
     from llmtuner.extras.cpu_runtime import configure_cpu_runtime
     from llmtuner.hparams.parser import check_train_args_early, get_train_args
     from llmtuner.model import load_model, load_tokenizer
-    from llmtuner.train.trainer_utils import build_trainer
+    from llmtuner.train.trainer import LlmtunerTrainer, build_collator
 
     mark("imports")
     raw = run_args(model_dir, output_dir)
@@ -131,7 +130,9 @@ def phases(model_dir: str, output_dir: str, result_file: str) -> None:
     mark("dataset (cached)")
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=True)
     mark("model")
-    trainer = build_trainer(Seq2SeqTrainer, model, tokenizer, training_args, module)
+    trainer = LlmtunerTrainer(model=model, args=training_args, train_dataset=module.train_dataset,
+                           eval_dataset=module.eval_dataset, data_collator=build_collator(tokenizer, training_args, model),
+                           processing_class=tokenizer)
     mark("trainer")
     trainer.train()
     mark("train (1 step)")

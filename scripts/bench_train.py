@@ -16,7 +16,7 @@ neither memory peaks nor process-wide settings (threads, malloc) leak from one j
 - ``baseline``: plain transformers + PEFT, no llmtuner code: the chat template rendered by
   ``tokenizer.apply_chat_template``, prompts masked, ``DataCollatorForSeq2Seq``, ``Trainer`` with the same
   TrainingArguments values (batch 4, AdamW, lr 1e-4);
-- ``ours``: llmtuner's sft path (get_dataset, load_model, build_trainer, the CPU runtime settings of run_exp),
+- ``ours``: llmtuner's sft path (get_dataset, load_model, LlmtunerTrainer, the CPU runtime settings of run_exp),
   same batch;
 - ``ours packed``: the same with ``packing: true`` (rows of cutoff_len 512 tokens, batch 1);
 - ``ours chunked`` / ``ours packed chunked`` (only with ``--sides``): with ``chunked_loss: true``;
@@ -142,14 +142,13 @@ def training_values(job: dict) -> dict:
 
 def build_ours(job: dict):
     """llmtuner's sft workflow (train/sft.py) up to the Trainer, with run_exp's CPU runtime settings."""
-    from transformers import Seq2SeqTrainer
 
     from llmtuner.data.dataset import DatasetModule, get_dataset
     from llmtuner.data.template import get_template
     from llmtuner.extras.cpu_runtime import configure_cpu_runtime
     from llmtuner.hparams.parser import get_train_args
     from llmtuner.model import load_model, load_tokenizer
-    from llmtuner.train.trainer_utils import build_trainer
+    from llmtuner.train.trainer import LlmtunerTrainer, build_collator
 
     model_args, data_args, training_args, finetuning_args, _ = get_train_args({
         **training_values(job), "model_name_or_path": job["model_dir"], "stage": "sft",
@@ -166,7 +165,9 @@ def build_ours(job: dict):
         template.fix_tokenizer(tokenizer)
         module = get_dataset(template, tokenizer, data_args, training_args, stage="sft")
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=True)
-    return build_trainer(Seq2SeqTrainer, model, tokenizer, training_args, module)
+    return LlmtunerTrainer(model=model, args=training_args, train_dataset=module.train_dataset,
+                           eval_dataset=module.eval_dataset, data_collator=build_collator(tokenizer, training_args, model),
+                           processing_class=tokenizer)
 
 
 def build_baseline(job: dict):

@@ -72,12 +72,11 @@ def test_packing_is_refused_outside_sft(tiny_qwen2_dir, repo_root, tmp_path):
 
 def _batch_widths(model_dir: str, repo_root: Path, output_dir: Path, **overrides) -> tuple[list, list[int]]:
     """(batches, sample lengths) of one epoch of the real Trainer's train dataloader over the sample data."""
-    from transformers import Seq2SeqTrainer
 
     from llmtuner.data.dataset import get_dataset
     from llmtuner.data.template import get_template
     from llmtuner.model import load_model, load_tokenizer
-    from llmtuner.train.trainer_utils import build_trainer
+    from llmtuner.train.trainer import LlmtunerTrainer, build_collator
 
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(
         _args(model_dir, repo_root, output_dir, per_device_train_batch_size=4, **overrides)
@@ -85,7 +84,9 @@ def _batch_widths(model_dir: str, repo_root: Path, output_dir: Path, **overrides
     tokenizer = load_tokenizer(model_args)
     module = get_dataset(get_template("qwen", tokenizer), tokenizer, data_args, training_args, "sft")
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=True)
-    trainer = build_trainer(Seq2SeqTrainer, model, tokenizer, training_args, module)
+    trainer = LlmtunerTrainer(model=model, args=training_args, train_dataset=module.train_dataset,
+                           eval_dataset=module.eval_dataset, data_collator=build_collator(tokenizer, training_args, model),
+                           processing_class=tokenizer)
     return list(trainer.get_train_dataloader()), [len(ids) for ids in module.train_dataset["input_ids"]]
 
 

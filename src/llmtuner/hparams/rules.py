@@ -78,6 +78,8 @@ def check_args(settings: dict[str, Any]) -> None:
         )
     if settings["stage"] == "cls":
         _check_cls(settings)
+    if settings["stage"] == "rm":  # a reward model is a one-label sequence classifier
+        check_classifier_args(settings)
     if settings["do_predict"] and settings["stage"] == "sft":
         _check_predict(settings)
     if settings["remove_unused_columns"]:

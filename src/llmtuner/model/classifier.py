@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from ..extras.errors import ConfigError, ModelError
+from ..extras.errors import ModelError
 from ..extras.logging import get_logger
 from ..hparams import FinetuningArguments, ModelArguments
 from .loader import (

@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from ..extras.checkpoints import CHECKPOINT_PREFIX, STAGING_DIR, TRAINER_STATE, list_checkpoints
 from ..extras.files import apply_umask
 from ..extras.logging import get_logger
-
-if TYPE_CHECKING:
-    from transformers import Trainer
 
 logger = get_logger(__name__)
 
@@ -75,15 +71,6 @@ class AtomicCheckpointMixin:
         if best and os.path.abspath(best) == os.path.abspath(staged):
             self.state.best_model_checkpoint = final
             self.state.save_to_json(os.path.join(staged, TRAINER_STATE))
-
-
-@lru_cache(maxsize=None)
-def with_atomic_checkpoints(trainer_cls: type["Trainer"]) -> type["Trainer"]:
-    """Deprecated (kept for code written before train/trainer.py): write
-    ``class MyTrainer(LlmtunerTrainerMixin, TheTrainer)`` instead, which also gives the graceful stop and the log."""
-    if issubclass(trainer_cls, AtomicCheckpointMixin):
-        return trainer_cls
-    return type(trainer_cls.__name__, (AtomicCheckpointMixin, trainer_cls), {"__doc__": trainer_cls.__doc__})
 
 
 def remove_replaced_checkpoints(output_dir: str) -> list[str]:

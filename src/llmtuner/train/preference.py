@@ -1,15 +1,15 @@
 """TRL's preference trainers behind our data path: the pieces the dpo, kto and rm recipes share.
 
 Our rows arrive tokenised by our chat templates (data/preprocess/preference.py); each trainer class here is TRL's
-with ``AtomicCheckpointMixin`` in front and its dataset preparation replaced by "already done", so TRL never
+with ``LlmtunerTrainerMixin`` in front (atomic checkpoints, resume and graceful stop, the JSONL log) and its dataset preparation replaced by "already done", so TRL never
 re-tokenises with the tokenizer's own template:
 
-- ``DPOTrainer``  = AtomicCheckpointMixin + _ReferenceAdapterMixin + trl.DPOTrainer
+- ``DPOTrainer``  = LlmtunerTrainerMixin + _ReferenceAdapterMixin + trl.DPOTrainer
   (pref_loss sigmoid/hinge/ipo/...; pref_ftx adds TRL's "sft" loss)
-- ``CPOTrainer``  = AtomicCheckpointMixin + trl.experimental.cpo.CPOTrainer (pref_loss simpo)
-- ``ORPOTrainer`` = AtomicCheckpointMixin + trl.experimental.orpo.ORPOTrainer (pref_loss orpo)
-- ``KTOTrainer``  = AtomicCheckpointMixin + _ReferenceAdapterMixin + trl.KTOTrainer (stage kto)
-- ``RewardTrainer`` = AtomicCheckpointMixin + trl.RewardTrainer (stage rm)
+- ``CPOTrainer``  = LlmtunerTrainerMixin + trl.experimental.cpo.CPOTrainer (pref_loss simpo)
+- ``ORPOTrainer`` = LlmtunerTrainerMixin + trl.experimental.orpo.ORPOTrainer (pref_loss orpo)
+- ``KTOTrainer``  = LlmtunerTrainerMixin + _ReferenceAdapterMixin + trl.KTOTrainer (stage kto)
+- ``RewardTrainer`` = LlmtunerTrainerMixin + trl.RewardTrainer (stage rm)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..extras.constants import IGNORE_INDEX
 from ..extras.logging import get_logger
-from .checkpointing import AtomicCheckpointMixin
+from .trainer import LlmtunerTrainerMixin
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -68,11 +68,11 @@ def _trainer_classes() -> dict[str, type]:
             if "ref" in (getattr(model, "peft_config", None) or {}) and self.args.should_save:
                 shutil.rmtree(os.path.join(output_dir or self.args.output_dir, "ref"), ignore_errors=True)
 
-    class _DPOTrainer(AtomicCheckpointMixin, _ReferenceAdapterMixin, DPOTrainer):
+    class _DPOTrainer(LlmtunerTrainerMixin, _ReferenceAdapterMixin, DPOTrainer):
         def _prepare_dataset(self, dataset: "Dataset", *args: Any, **kwargs: Any) -> "Dataset":
             return dataset  # prompt_ids / chosen_ids / rejected_ids from our templates
 
-    class _KTOTrainer(AtomicCheckpointMixin, _ReferenceAdapterMixin, KTOTrainer):
+    class _KTOTrainer(LlmtunerTrainerMixin, _ReferenceAdapterMixin, KTOTrainer):
         def _prepare_dataset(self, dataset: "Dataset", processing_class: Any, args: Any, name: str) -> "Dataset":
             # TRL's KL estimate pairs each prompt with the previous row's completion in the same batch.
             def add_kl(batch: dict[str, list]) -> dict[str, list]:
@@ -87,13 +87,13 @@ def _trainer_classes() -> dict[str, type]:
         def tokenize_row(self, feature: dict[str, Any], model: Any = None) -> dict[str, Any]:
             return feature
 
-    class _CPOTrainer(AtomicCheckpointMixin, _PairTokensMixin, CPOTrainer):
+    class _CPOTrainer(LlmtunerTrainerMixin, _PairTokensMixin, CPOTrainer):
         pass
 
-    class _ORPOTrainer(AtomicCheckpointMixin, _PairTokensMixin, ORPOTrainer):
+    class _ORPOTrainer(LlmtunerTrainerMixin, _PairTokensMixin, ORPOTrainer):
         pass
 
-    class _RewardTrainer(AtomicCheckpointMixin, RewardTrainer):
+    class _RewardTrainer(LlmtunerTrainerMixin, RewardTrainer):
         def _prepare_dataset(self, dataset: "Dataset", *args: Any, **kwargs: Any) -> "Dataset":
             return dataset.map(lambda row: {"chosen_ids": row["prompt_ids"] + row["chosen_ids"],
                                             "rejected_ids": row["prompt_ids"] + row["rejected_ids"]},
@@ -161,10 +161,8 @@ def build_preference_trainer(
     cutoff_len: int = 1024,
     new_adapter: bool = True,
 ) -> "Trainer":
-    """The trainer of ``kind``: dpo (DPO-family losses), simpo, orpo, kto or rm, with LogCallback and ``callbacks``.
+    """The trainer of ``kind``: dpo (DPO-family losses), simpo, orpo, kto or rm, with ``callbacks``.
     ``new_adapter``: the LoRA adapter was just created (not continued from adapter_name_or_path)."""
-    from .callbacks import LogCallback
-
     beta, ftx = finetuning_args.pref_beta, finetuning_args.pref_ftx
     train, evaluation = dataset_module.train_dataset, dataset_module.eval_dataset
     common = {"max_length": None, "disable_dropout": True, "remove_unused_columns": False}
@@ -203,7 +201,7 @@ def build_preference_trainer(
                             remove_unused_columns=False)
     trainer_cls = _trainer_classes()[kind]
     return trainer_cls(model=model, args=config, train_dataset=train, eval_dataset=evaluation,
-                       processing_class=tokenizer, callbacks=[LogCallback(), *(callbacks or [])], **extra)
+                       processing_class=tokenizer, callbacks=callbacks, **extra)
 
 
 def plot_rewards(trainer: "Trainer", training_args: "Seq2SeqTrainingArguments",

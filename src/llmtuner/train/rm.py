@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Optional
 from ..data.dataset import get_dataset
 from ..data.template import get_template
 from ..model import load_tokenizer
-from ..model.classifier import REWARD_LABEL, LabelMap, check_classifier_args, load_classifier
+from ..model.classifier import REWARD_LABEL, LabelMap, load_classifier
 from .preference import build_preference_trainer, plot_rewards
-from .trainer_utils import train_save_evaluate
+from .trainer_utils import evaluate, print_outputs, save_trained
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
@@ -32,7 +32,6 @@ def run_rm(
     """
     from .cls import LabelMapCallback
 
-    check_classifier_args(model_args)
     tokenizer = load_tokenizer(model_args)
     template = get_template(data_args.template, tokenizer)
     template.fix_tokenizer(tokenizer)
@@ -43,6 +42,12 @@ def run_rm(
                                        [LabelMapCallback(label_map), *(callbacks or [])])
     if training_args.should_save:
         label_map.save(training_args.output_dir)
-    metrics = train_save_evaluate(trainer, training_args, finetuning_args, perplexity=False)
-    plot_rewards(trainer, training_args, finetuning_args)
+    metrics: dict[str, float] = {}
+    if training_args.do_train:
+        result = trainer.train_resumable(finetuning_args.overwrite_output_dir)
+        metrics.update(save_trained(trainer, result, finetuning_args))
+        plot_rewards(trainer, training_args, finetuning_args)
+    if training_args.do_eval:
+        metrics.update(evaluate(trainer, perplexity=False))
+    print_outputs(trainer, finetuning_args)
     return metrics

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..extras.logging import get_logger
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizer, Seq2SeqTrainingArguments, Trainer, TrainerCallback
+    from transformers import Trainer
     from transformers.trainer_utils import TrainOutput
 
-    from ..data.dataset import DatasetModule
     from ..hparams import FinetuningArguments
 
 logger = get_logger(__name__)
@@ -71,49 +70,3 @@ def _drop_pickled_training_args(trainer: "Trainer") -> None:
     path = os.path.join(trainer.args.output_dir, "training_args.bin")
     if trainer.is_world_process_zero() and os.path.isfile(path):
         os.remove(path)
-
-
-# ---- for trainers written before LlmtunerTrainer (deprecated: subclass LlmtunerTrainerMixin instead) ----
-
-def build_trainer(
-    trainer_cls: type["Trainer"],
-    model: "PreTrainedModel",
-    tokenizer: "PreTrainedTokenizer",
-    training_args: "Seq2SeqTrainingArguments",
-    dataset_module: "DatasetModule",
-    callbacks: Optional[list["TrainerCallback"]] = None,
-    data_collator: Optional[Any] = None,
-    chunked_loss: bool = False,
-    **trainer_kwargs: Any,
-) -> "Trainer":
-    """Deprecated: write ``class MyTrainer(LlmtunerTrainerMixin, TheTrainer)`` (train/trainer.py) and build it.
-
-    Kept so code written against the earlier helper keeps working: ``trainer_cls`` gets the mixin in front."""
-    from .trainer import LlmtunerTrainerMixin, build_collator
-
-    if not issubclass(trainer_cls, LlmtunerTrainerMixin):
-        trainer_cls = type(trainer_cls.__name__, (LlmtunerTrainerMixin, trainer_cls), {})
-    return trainer_cls(
-        model=model,
-        args=training_args,
-        train_dataset=dataset_module.train_dataset,
-        eval_dataset=dataset_module.eval_dataset,
-        data_collator=data_collator or build_collator(tokenizer, training_args, model),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        chunked_loss=chunked_loss,
-        **trainer_kwargs,
-    )
-
-
-def train_save_evaluate(trainer: Any, training_args: "Seq2SeqTrainingArguments",
-                        finetuning_args: "FinetuningArguments", perplexity: bool = True) -> dict[str, float]:
-    """Deprecated: recipes call ``train_resumable``, ``save_trained`` and ``evaluate`` in order themselves."""
-    metrics: dict[str, float] = {}
-    if training_args.do_train:
-        result = trainer.train_resumable(finetuning_args.overwrite_output_dir)
-        metrics.update(save_trained(trainer, result, finetuning_args))
-    if training_args.do_eval:
-        metrics.update(evaluate(trainer, perplexity))
-    print_outputs(trainer, finetuning_args)
-    return metrics
