@@ -1,7 +1,8 @@
 """``llmtuner api cfg.yaml [key=value ...]``: load the model once and serve it with uvicorn.
 
 The config is the one of ``llmtuner chat`` (model_name_or_path, adapter_name_or_path, template, generation settings)
-plus ``ApiArguments``. The template may be left out when the adapter's (or model's) run_args.yaml records it. A
+plus ``ApiArguments``. ``infer_backend: vllm`` generates with vLLM (api/vllm_backend.py) instead of the transformers
+engine and its batcher. The template may be left out when the adapter's (or model's) run_args.yaml records it. A
 stage cls run is served as a classifier (/v1/classify). uvicorn stops cleanly on SIGINT/SIGTERM: it stops accepting,
 lets running requests finish (up to ``GRACEFUL_SECONDS``), and the queue answers what still waits with 503.
 """
@@ -46,20 +47,28 @@ def api_main(argv: Union[dict[str, Any], list[str], None] = None) -> int:
                                                             model_args.adapter_name_or_path)
     adapters = split_list(values.get("adapter_name_or_path"))
     if is_classifier_run(adapters, model_args.model_name_or_path):
+        if api_args.infer_backend == "vllm":
+            raise ConfigError("This is a classifier run (stage cls), which infer_backend=vllm does not serve.",
+                              "Remove infer_backend: vllm; classifiers are served by the transformers engine.")
         from ..chat.classify import TextClassifier
 
         api_keys = {item.name for item in dataclasses.fields(ApiArguments)}
         classifier = TextClassifier.from_args({k: v for k, v in values.items() if k not in api_keys})
         state = ServerState(name, key, classifier=classifier, max_classify_inputs=api_args.max_classify_inputs)
     else:
-        from ..model.engine import ChatEngine
-        from .batcher import Batcher
-
         if generating_args.num_beams != 1:
             raise ConfigError(f"num_beams={generating_args.num_beams}: the API server samples or decodes greedily.",
                               "Remove num_beams (or set num_beams: 1) from the config.")
-        engine = ChatEngine.from_parsed(model_args, data_args, finetuning_args, generating_args)
-        batcher = Batcher(engine, api_args.max_batch_size, api_args.max_queue_size, api_args.batch_wait_ms / 1000)
+        if api_args.infer_backend == "vllm":
+            from .vllm_backend import load_vllm
+
+            engine, batcher = load_vllm(model_args, data_args, generating_args, api_args)
+        else:
+            from ..model.engine import ChatEngine
+            from .batcher import Batcher
+
+            engine = ChatEngine.from_parsed(model_args, data_args, finetuning_args, generating_args)
+            batcher = Batcher(engine, api_args.max_batch_size, api_args.max_queue_size, api_args.batch_wait_ms / 1000)
         state = ServerState(name, key, engine=engine, batcher=batcher)
     print(banner(host, port, name, key, classifier=state.classifier is not None), flush=True)
     uvicorn.run(create_app(state), host=host, port=port, log_level="info",
@@ -72,7 +81,7 @@ def check_backend(backend: str) -> None:
 
     Raises:
         DependencyError: vllm is not installed.
-        ConfigError: no CUDA GPU, or (with both) this version does not drive vLLM yet.
+        ConfigError: no CUDA GPU.
     """
     if backend != "vllm":
         return
@@ -82,8 +91,6 @@ def check_backend(backend: str) -> None:
     if not has_cuda():
         raise ConfigError("infer_backend=vllm needs a CUDA GPU, and none is visible.",
                           "Use infer_backend: huggingface (the transformers engine, runs on CPU).")
-    raise ConfigError("infer_backend=vllm is not available in this version of llmtuner's server.",
-                      "Use infer_backend: huggingface, or serve the merged export with `vllm serve` directly.")
 
 
 def network_settings(api_args: Any) -> tuple[str, int, Optional[str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 from .errors import bad_request
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ..chat.classify import TextClassifier
     from ..model.engine import ChatEngine
     from .batcher import Batcher
+    from .vllm_backend import VllmQueue
 
 
 @dataclass
@@ -20,7 +21,7 @@ class ServerState:
     model_name: str
     api_key: Optional[str] = None
     engine: Optional["ChatEngine"] = None
-    batcher: Optional["Batcher"] = None
+    batcher: Optional[Union["Batcher", "VllmQueue"]] = None  # the transformers batcher, or vLLM's requests
     classifier: Optional["TextClassifier"] = None
     max_classify_inputs: int = 256
     created: int = field(default_factory=lambda: int(time.time()))

@@ -41,6 +41,13 @@ class ApiArguments:
         default=10, metadata={"help": "How long the first waiting request waits for others to share its batch."}
     )
     max_classify_inputs: int = field(default=256, metadata={"help": "Most texts one /v1/classify request may send."})
+    vllm_max_model_len: Optional[int] = field(
+        default=None,
+        metadata={"help": "infer_backend vllm: most tokens (prompt + reply) per sequence (default: the model's)."},
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "infer_backend vllm: share of the GPU's memory vLLM may take (weights + cache)."}
+    )
 
     def __post_init__(self) -> None:
         check_choice("infer_backend", self.infer_backend, INFER_BACKENDS)
@@ -50,3 +57,6 @@ class ApiArguments:
         check_range("max_queue_size", self.max_queue_size, 1)
         check_range("batch_wait_ms", self.batch_wait_ms, 0)
         check_range("max_classify_inputs", self.max_classify_inputs, 1)
+        if self.vllm_max_model_len is not None:
+            check_range("vllm_max_model_len", self.vllm_max_model_len, 1)
+        check_range("vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, 0, 1, low_open=True)

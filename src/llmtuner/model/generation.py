@@ -88,7 +88,7 @@ class RowTracker(StoppingCriteria):
     def _report(self, index: int) -> None:
         """Hand the row's callback the text that can no longer change (all of it once the row is done)."""
         row, text, reason = self.rows[index], self.texts[index], self.finish[index]
-        safe = len(text) if reason else _stable_length(text, row.stop_strings)
+        safe = len(text) if reason else stable_length(text, row.stop_strings)
         if row.on_update is not None and (safe > self.sent[index] or reason):
             row.on_update(text[self.sent[index]:safe], reason)
         self.sent[index] = max(self.sent[index], safe)
@@ -130,7 +130,7 @@ def _first_stop(text: str, stop_strings: Sequence[str]) -> Optional[int]:
     return min(positions) if positions else None
 
 
-def _stable_length(text: str, stop_strings: Sequence[str]) -> int:
+def stable_length(text: str, stop_strings: Sequence[str]) -> int:
     """Length of the part of ``text`` that later tokens cannot change: a trailing U+FFFD (half a UTF-8 character)
     and a tail that may be the start of a stop string are held back."""
     end = len(text.rstrip("\ufffd"))

@@ -87,8 +87,19 @@ def load_for_inference(
     One adapter stays a separate PEFT layer (merge it with ``merge_and_unload`` when needed); several are merged
     in order. Everything that can be checked from files is checked before the weights load.
     """
-    from ..data.template import check_template_name, get_template
     from . import load_model
+
+    tokenizer, template = load_prompt_side(model_args, template_name)
+    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
+    return tokenizer, template, model
+
+
+def load_prompt_side(
+    model_args: "ModelArguments", template_name: Optional[str]
+) -> tuple["PreTrainedTokenizer", "Template"]:
+    """Everything of ``load_for_inference`` but the weights: the checked template and adapters, the tokenizer fixed
+    for the template. Another engine (vLLM) generates from the prompt ids these render."""
+    from ..data.template import check_template_name, get_template
     from .loader import load_tokenizer
 
     if not template_name:
@@ -102,5 +113,4 @@ def load_for_inference(
     tokenizer = load_tokenizer(model_args)
     template = get_template(template_name, tokenizer)
     template.fix_tokenizer(tokenizer)  # tokens it adds make load_model resize the embeddings, as training did
-    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
-    return tokenizer, template, model
+    return tokenizer, template
