@@ -215,13 +215,14 @@ def test_evaluating_a_saved_adapter_uses_its_label_map(lora_run, tiny_bert_dir, 
     assert LabelMap.load(tmp_path / "eval-only" / "label_map.json") == LabelMap.load(out / "label_map.json")
 
 
-def test_quantized_classifiers_are_refused_before_loading(tiny_bert_dir):
-    from llmtuner.hparams import FinetuningArguments, ModelArguments
-    from llmtuner.model.classifier import load_classifier
+def test_quantized_classifiers_are_refused_before_loading(tiny_bert_dir, tmp_path):
+    from llmtuner.hparams.parser import check_train_args_early
 
+    # A rule of hparams/rules.py: refused while the arguments are parsed, before any weights load.
     with pytest.raises(ConfigError, match="quantization_bit=4 is not supported by stage cls"):
-        load_classifier(None, ModelArguments(model_name_or_path=tiny_bert_dir, quantization_bit=4),
-                        FinetuningArguments(stage="cls"), LabelMap(TYPE_LABELS), is_trainable=True)
+        check_train_args_early({**TRAIN_ARGS, "model_name_or_path": tiny_bert_dir, "quantization_bit": 4,
+                                "output_dir": str(tmp_path / "out")})
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ def valid(tiny_qwen2_dir, tmp_path) -> dict:
     {"learning_rate": "fast"},
     {"max_steps": 2.5},
     {"do_train": "maybe"},
-    {"stage": "dpo"},
+    {"stage": "ppo"},
     {"dataset": None},
     {"template": None},
     {"output_dir": None},

@@ -99,7 +99,8 @@ def test_unknown_preset_lists_the_presets():
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"error: unknown preset 'medicl' for stage sft (no {PRESETS / 'medicl.yaml'}).",
-        "hint: available presets: chinese_capability data_platform medical medical_full medical_qlora risk_scoring; "
+        "hint: available presets: chinese_capability chinese_capability_replay data_platform medical medical_dpo "
+        "medical_full medical_kto medical_qlora medical_rm risk_scoring; "
         "or pass a path to a YAML config.",
     ]
     result = _launch("run_pt.sh", "nosuch")

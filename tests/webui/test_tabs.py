@@ -31,7 +31,7 @@ def test_export_refusals_are_the_cli_messages(tiny_qwen2_dir, tmp_path):
     (used / "notes.txt").write_text("mine")
     message = run_export(export_config(tiny_qwen2_dir, "", "", str(used), 5.0, "auto", False))
     assert message.startswith("**error:**") and "already holds files (notes.txt)" in message
-    assert "export_overwrite" in message and (used / "notes.txt").read_text() == "mine"
+    assert "overwrite_export_dir" in message and (used / "notes.txt").read_text() == "mine"
 
     quantized = tmp_path / "quantized"
     shutil.copytree(tiny_qwen2_dir, quantized)

@@ -159,7 +159,11 @@ def _convert_scalar(value: Any, target: type) -> Any:
 
 
 def plain_value(value: Any) -> Any:
-    """A value yaml.safe_dump can write: enums by value, paths as text, tuples as lists."""
+    """A value yaml.safe_dump can write: enums by value, paths as text, tuples as lists, argument blocks (e.g. a
+    parsed ``forgetting_watch``) as mappings of their fields."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: plain_value(getattr(value, field.name)) for field in dataclasses.fields(value)
+                if field.init}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Path):

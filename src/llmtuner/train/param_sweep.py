@@ -77,9 +77,10 @@ def run_param_sweep(args: Union[dict[str, Any], list[str], None], axes: list[tup
     """Train one run per combination of values; returns what ``sweep.json`` holds. Raises ConfigError for a
     name that is not an argument, a value of the wrong type, a watch without its benchmark files, or an
     output_dir holding something else, before any run trains."""
-    from ..hparams.parser import get_train_args, read_args
+    from ..hparams.parser import read_args
+    from ..hparams.rules import check_series_args
     from .forgetting_budget import check_watch_files, check_watch_schedule
-    from .run_series import check_restartable, check_series_output_dir, finished_record
+    from .run_series import check_restartable, check_series_output_dir, finished_record, parse_series_run
 
     base = read_args(args)
     if "curriculum" in base:
@@ -90,6 +91,7 @@ def run_param_sweep(args: Union[dict[str, Any], list[str], None], axes: list[tup
     for name, _ in axes:
         if name in ("output_dir", "do_train", "overwrite_output_dir"):
             raise ConfigError(f"--param {name} cannot be swept: the sweep sets it per run.", "Sweep another key.")
+    check_series_args(base, "sweep")
     output_dir = Path(base["output_dir"])
     overwrite = bool(base.get("overwrite_output_dir"))
     check_series_output_dir(output_dir, overwrite, f"{axes[0][0]}_", PARAM_SWEEP_FILES, "sweep")
@@ -101,16 +103,17 @@ def run_param_sweep(args: Union[dict[str, Any], list[str], None], axes: list[tup
         run_args = {**base, **setting, "output_dir": str(output_dir / label), "do_train": True}
         folder = Path(run_args["output_dir"])
         try:
-            done = None if overwrite else finished_record(folder, run_args, f"Sweep run {label}")
+            parsed = parse_series_run(run_args)  # every run's arguments fail here, before the first one trains
+            done = None if overwrite else finished_record(folder, run_args, parsed, f"Sweep run {label}")
             if done is None and not overwrite and check_restartable(folder, f"Sweep run {label}"):
-                run_args["overwrite_output_dir"] = True
-            parsed = get_train_args({**run_args, "overwrite_output_dir": True} if done else run_args)
+                run_args["overwrite_output_dir"] = True  # our own unfinished run: start it again
+                parsed = parse_series_run(run_args)
         except LlmtunerError as exc:
             named = ", ".join(f"--param {name} --values ...{value}" for name, value in setting.items())
             raise type(exc)(f"Sweep run {label} ({named}): {exc.message}", exc.hint) from exc
         check_watch_files(parsed[3])
         check_watch_schedule(parsed[3], parsed[2])
-        plans.append((setting, label, run_args, done, parsed[3].forgetting_watch is not None))
+        plans.append((setting, label, run_args, parsed, done, parsed[3].forgetting_watch is not None))
 
     runs = [_run_one(position, len(plans), *plan) for position, plan in enumerate(plans, start=1)]
     watched = all(run["watch"] is not None for run in runs)
@@ -126,11 +129,11 @@ def run_param_sweep(args: Union[dict[str, Any], list[str], None], axes: list[tup
 
 
 def _run_one(position: int, total: int, setting: dict[str, Any], label: str, run_args: dict[str, Any],
-             done: Optional[dict[str, Any]], watched: bool) -> dict[str, Any]:
+             parsed: tuple[Any, ...], done: Optional[dict[str, Any]], watched: bool) -> dict[str, Any]:
     from .run_series import train_and_record
 
     print(f"\n== Sweep run {position}/{total}: {label}" + (" (finished earlier, skipped) ==" if done else " =="))
-    record = done if done is not None else train_and_record(run_args, callbacks=[ResourceRecorder()])
+    record = done if done is not None else train_and_record(run_args, parsed, callbacks=[ResourceRecorder()])
     folder = Path(run_args["output_dir"])
     resources = json.loads((folder / RESOURCES_FILE).read_text(encoding="utf-8")) \
         if (folder / RESOURCES_FILE).is_file() else {}

@@ -11,7 +11,9 @@ if TYPE_CHECKING:
 def preflight_checks(
     model_args: "ModelArguments", data_args: "DataArguments", finetuning_args: "FinetuningArguments"
 ) -> None:
-    """Model folder, adapter folders, dataset registry entries and files, and the template name."""
+    """Model folder, adapter folders, dataset registry entries and files (and whether the stage can read them),
+    and the template name."""
+    from ..data.converters import check_stage
     from ..data.registry import get_dataset_specs
     from ..data.template import check_template_name
     from ..model.loader import check_adapter_path, check_model_path
@@ -21,8 +23,8 @@ def preflight_checks(
     for adapter in model_args.adapter_name_or_path or []:
         check_adapter_path(adapter)
     for names in (data_args.dataset, data_args.eval_dataset, data_args.replay_dataset):
-        if names:
-            get_dataset_specs(names, data_args.dataset_dir)
+        for spec in get_dataset_specs(names, data_args.dataset_dir) if names else []:
+            check_stage(spec, finetuning_args.stage)  # e.g. pairwise data for sft: refused before torch loads
     check_watch_files(finetuning_args)
     if finetuning_args.stage == "sft":
         check_template_name(data_args.template)

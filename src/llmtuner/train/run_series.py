@@ -25,6 +25,9 @@ RUN_RECORD = "series_run.json"
 
 def plain(value: Any) -> Any:
     """``value`` as JSON-ready data (paths and other objects as text), for records and comparisons."""
+    from ..hparams.convert import plain_value
+
+    value = plain_value(value)
     if isinstance(value, dict):
         return {str(key): plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

@@ -24,7 +24,7 @@ def export_config(model: str, adapter: str, template: str, export_dir: str, size
     if template and template.strip():
         config["template"] = template.strip()
     if overwrite:
-        config["export_overwrite"] = True
+        config["overwrite_export_dir"] = True
     return config
 
 
@@ -52,7 +52,7 @@ def build(ctx: "AppContext") -> None:
         export_dir = ui.add(gr.Textbox(scale=2, elem_id="export_dir", **ui.kw("export_dir")), "export_dir")
         size = ui.add(gr.Number(value=5.0, **ui.kw("export_size")), "export_size")
         dtype = ui.add(gr.Dropdown(list(DTYPES), value="auto", **ui.kw("export_dtype")), "export_dtype")
-        overwrite = ui.add(gr.Checkbox(value=False, **ui.kw("export_overwrite")), "export_overwrite")
+        overwrite = ui.add(gr.Checkbox(value=False, **ui.kw("overwrite_export_dir")), "overwrite_export_dir")
     button = ui.add(gr.Button(ui.t("export"), variant="primary", elem_id="export_run"), "export", "value")
     result = gr.Markdown(elem_id="export_result")
     button.click(lambda *values: run_export(export_config(*values)),

@@ -85,7 +85,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "classify": ("Classify", "分类"), "probabilities": ("Label probabilities", "标签概率"),
     # export
     "export_dir": ("Export folder", "导出文件夹"), "export_size": ("Shard size (GB)", "分片大小（GB）"),
-    "export_dtype": ("Weight dtype", "权重精度"), "export_overwrite": ("Replace a non-empty folder", "替换非空文件夹"),
+    "export_dtype": ("Weight dtype", "权重精度"), "overwrite_export_dir": ("Replace a non-empty folder", "替换非空文件夹"),
     "export": ("Export", "导出"),
     # messages
     "model_ok": ("✔ model folder: {}", "✔ 模型文件夹：{}"),
