@@ -13,7 +13,7 @@ from ..data.dataset import get_dataset
 from ..data.template import get_template
 from ..model import load_model, load_tokenizer
 from .preference import build_preference_trainer, load_reference_model, plot_rewards
-from .trainer_utils import evaluate, print_outputs, save_trained
+from .trainer_utils import print_outputs, train_and_evaluate
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
@@ -42,12 +42,7 @@ def run_dpo(
     trainer = build_preference_trainer(kind, model, tokenizer, training_args, finetuning_args, dataset_module,
                                        callbacks, ref_model=ref_model, cutoff_len=data_args.cutoff_len,
                                        new_adapter=not model_args.adapter_name_or_path)
-    metrics: dict[str, float] = {}
-    if training_args.do_train:
-        result = trainer.train_resumable(finetuning_args.overwrite_output_dir)
-        metrics.update(save_trained(trainer, result, finetuning_args))
-        plot_rewards(trainer, training_args, finetuning_args)
-    if training_args.do_eval:
-        metrics.update(evaluate(trainer, perplexity=False))
+    metrics = train_and_evaluate(trainer, finetuning_args, perplexity=False)
+    plot_rewards(trainer, training_args, finetuning_args)  # rewards/margins/accuracies beside the loss plot
     print_outputs(trainer, finetuning_args)
     return metrics

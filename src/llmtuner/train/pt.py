@@ -9,7 +9,7 @@ from ..model import load_base_model, load_tokenizer
 from ..model.adapter import init_adapter
 from .forgetting_watch import attach_forgetting_watch
 from .trainer import LlmtunerTrainer, build_collator
-from .trainer_utils import evaluate, print_outputs, save_trained
+from .trainer_utils import print_outputs, train_and_evaluate
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
@@ -45,11 +45,6 @@ def run_pt(
         chunked_loss=finetuning_args.chunked_loss,
     )
     attach_forgetting_watch(trainer, model_args, data_args, finetuning_args)  # when forgetting_watch is set
-    metrics: dict[str, float] = {}
-    if training_args.do_train:
-        result = trainer.train_resumable(finetuning_args.overwrite_output_dir)
-        metrics.update(save_trained(trainer, result, finetuning_args))
-    if training_args.do_eval:
-        metrics.update(evaluate(trainer, perplexity=True))
+    metrics = train_and_evaluate(trainer, finetuning_args, perplexity=True)
     print_outputs(trainer, finetuning_args)
     return metrics

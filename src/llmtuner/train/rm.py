@@ -11,7 +11,7 @@ from ..data.template import get_template
 from ..model import load_tokenizer
 from ..model.classifier import REWARD_LABEL, LabelMap, load_classifier
 from .preference import build_preference_trainer, plot_rewards
-from .trainer_utils import evaluate, print_outputs, save_trained
+from .trainer_utils import print_outputs, train_and_evaluate
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
@@ -42,12 +42,7 @@ def run_rm(
                                        [LabelMapCallback(label_map), *(callbacks or [])])
     if training_args.should_save:
         label_map.save(training_args.output_dir)
-    metrics: dict[str, float] = {}
-    if training_args.do_train:
-        result = trainer.train_resumable(finetuning_args.overwrite_output_dir)
-        metrics.update(save_trained(trainer, result, finetuning_args))
-        plot_rewards(trainer, training_args, finetuning_args)
-    if training_args.do_eval:
-        metrics.update(evaluate(trainer, perplexity=False))
+    metrics = train_and_evaluate(trainer, finetuning_args, perplexity=False)
+    plot_rewards(trainer, training_args, finetuning_args)  # rewards/margins/accuracies beside the loss plot
     print_outputs(trainer, finetuning_args)
     return metrics

@@ -36,6 +36,19 @@ def save_trained(trainer: "Trainer", result: "TrainOutput", finetuning_args: "Fi
     return dict(result.metrics)
 
 
+def train_and_evaluate(trainer: "Trainer", finetuning_args: "FinetuningArguments", perplexity: bool = True,
+                       plot_keys: Sequence[str] = ("loss", "eval_loss")) -> dict[str, float]:
+    """The phases the run's arguments ask for: train (``train_resumable``: resume, graceful stop) → save
+    (``save_trained``) → evaluate; returns their metrics. Needs a trainer with ``LlmtunerTrainerMixin``."""
+    metrics: dict[str, float] = {}
+    if trainer.args.do_train:
+        result = trainer.train_resumable(finetuning_args.overwrite_output_dir)
+        metrics.update(save_trained(trainer, result, finetuning_args, plot_keys))
+    if trainer.args.do_eval:
+        metrics.update(evaluate(trainer, perplexity))
+    return metrics
+
+
 def evaluate(trainer: "Trainer", perplexity: bool = True) -> dict[str, float]:
     """The eval split's metrics (also eval_results.json); ``perplexity`` adds exp(eval_loss), which only means
     something for language-model losses. Empty when there is no eval split."""
