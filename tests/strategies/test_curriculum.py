@@ -94,7 +94,7 @@ def test_stages_resume_each_other_and_a_rerun_skips_them(tiny_qwen2_dir, two_tas
         ([], "`curriculum:` must hold a non-empty list of `stages`."),
         ({"stages": [{"name": "a", "tasks": []}]}, "curriculum stage 1 (a) has tasks=[]."),
         ({"stages": [{"name": "a/b", "tasks": ["x"]}]}, "curriculum stage 1 has name='a/b'."),
-        ({"stages": [{"name": "a", "tasks": ["x"], "ratio": 1}]}, "Unknown key(s) in curriculum stage 1: ratio (did you mean data_ratio?)."),
+        ({"stages": [{"name": "a", "tasks": ["x"], "ratio": 1}]}, "Unknown key in curriculum stage 1: ratio (did you mean data_ratio?)."),
         ({"stages": [{"name": "a", "tasks": ["x"], "data_ratio": 0}]},
          "curriculum stage 1 (a): data_ratio=0 is not a positive number."),
         ({"stages": [{"name": "a", "tasks": "x"}, {"name": "a", "tasks": "y"}]},

@@ -148,8 +148,8 @@ def test_choice_prefers_the_best_target_within_budget(tiny_mmlu):
 
 
 @pytest.mark.parametrize("watch, message", [
-    ({"task": "mmlu", "n_shots": 1}, "forgetting_watch.n_shots (did you mean n_shot?)"),
-    ({"task": "mmlu", "max_samples": "many"}, "forgetting_watch.max_samples='many' is not an integer"),
+    ({"task": "mmlu", "n_shots": 1}, "Unknown key in forgetting_watch: n_shots (did you mean n_shot?)"),
+    ({"task": "mmlu", "max_samples": "many"}, "forgetting_watch.max_samples='many' has the wrong type"),
     ({"task": "gsm8k"}, "not a multiple-choice benchmark"),
     ({"n_shot": 1}, "forgetting_watch has no task"),
     ({"task": "mmlu", "load_best_within_budget": True}, "forgetting_budget is not"),

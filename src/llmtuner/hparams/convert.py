@@ -173,3 +173,26 @@ def plain_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(key): plain_value(item) for key, item in value.items()}
     return value
+
+
+def parse_block(cls: type, block: Any, where: str, ignored: dict[str, Any] | None = None,
+                fixed: dict[str, Any] | None = None) -> Any:
+    """A nested block of a config (``forgetting_watch:``, a curriculum stage, ...) parsed like the top-level
+    arguments: unknown keys named with their closest valid ones, each value given its field's type, then
+    ``cls(**values)`` validates itself. ``ignored``: keys accepted (and dropped) when they hold these values,
+    e.g. defaults that run_args.yaml records but the block does not take; ``fixed``: fields the caller sets
+    (not keys of the block)."""
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where} must be a block of keys, not {block!r}.",
+                          f"Write it as an indented block of keys under {where}:.")
+    block = {key: value for key, value in block.items() if not (ignored and key in ignored
+                                                                   and value == ignored[key])}
+    types_ = {name: hint for name, hint in field_types((cls,)).items()
+              if name not in (ignored or {}) and name not in (fixed or {})}
+    unknown = [str(key) for key in block if key not in types_]
+    if unknown:
+        described = [key + (f" (did you mean {' or '.join(close)}?)" if (close := _closest_names(key, list(types_)))
+                            else "") for key in unknown]
+        raise ConfigError(f"Unknown key{'s' if len(unknown) > 1 else ''} in {where}: {', '.join(described)}.",
+                          f"{where} takes: {', '.join(types_)}.")
+    return cls(**{key: coerce(f"{where}.{key}", value, types_[key]) for key, value in block.items()}, **(fixed or {}))

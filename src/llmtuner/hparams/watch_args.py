@@ -10,10 +10,8 @@ not a key of the block.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 from ..extras.errors import ConfigError
 from .evaluation_args import EvaluationArguments
@@ -95,36 +93,8 @@ def parse_watch_block(block: Union[dict[str, Any], ForgettingWatchArguments, Non
         raise ConfigError(f"forgetting_watch must be a block of keys, not {block!r}.",
                           "Write it as an indented block of keys under forgetting_watch: "
                           "(task, task_dir, n_shot, ...).")
-    hints = typing.get_type_hints(ForgettingWatchArguments)
-    names = [f.name for f in dataclasses.fields(ForgettingWatchArguments) if f.name not in _NOT_IN_BLOCK]
-    defaults = {f.name: f.default for f in dataclasses.fields(ForgettingWatchArguments)}
-    for key, value in block.items():
-        if key in _NOT_IN_BLOCK and value == defaults[key]:
-            continue  # run_args.yaml records the resolved block, defaults of these keys included
-        if key not in names:
-            # the same kind of suggestion as the parser gives for top-level keys
-            close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.7)
-            raise ConfigError(f"Unknown key forgetting_watch.{key}" + (f" (did you mean {' or '.join(close)}?)."
-                                                                      if close else "."),
-                              f"Valid keys of the block: {', '.join(names)}.")
-        _check_type(key, value, hints[key])
-    return ForgettingWatchArguments(**block)
+    from .convert import parse_block
 
-
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
-
-
-def _check_type(key: str, value: Any, hint: Any) -> None:
-    if value is None:
-        return
-    options = [o for o in typing.get_args(hint) if o is not type(None)] or [hint]
-    target = options[0]
-    if typing.get_origin(target) is Literal:
-        return
-    ok = {bool: isinstance(value, bool),
-          int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          str: isinstance(value, (str, list)) and not isinstance(value, bool)}.get(target, True)
-    if not ok:
-        raise ConfigError(f"forgetting_watch.{key}={value!r} is not {_TYPE_WORDS[target]}.",
-                          f"Write {key} as {_TYPE_WORDS[target]}.")
+    # run_args.yaml records the resolved block: defaults of the keys the block does not take are accepted there.
+    defaults = {f.name: f.default for f in dataclasses.fields(ForgettingWatchArguments) if f.name in _NOT_IN_BLOCK}
+    return parse_block(ForgettingWatchArguments, block, "forgetting_watch", ignored=defaults)

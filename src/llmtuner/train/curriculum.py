@@ -14,8 +14,8 @@ tasks, ``dataset_ratios: <data_ratio>``, ``num_train_epochs: <epochs>`` and ``le
 resumes the previous stage's LoRA adapter (``adapter_name_or_path``; for freeze/full tuning the previous stage's
 model becomes ``model_name_or_path``). With ``test_dataset: <scoring entry>`` in the config, each finished stage
 is tested on it (``eval/scoring_test.py``; report in ``<stage>/scoring_test``, metrics under the stage's ``test``
-in the summary). The block is read here from the raw config and removed before the
-arguments are parsed, so it is not an argument of any dataclass. Outputs: ``curriculum_summary.json`` (per stage:
+in the summary). The block is parsed into ``CurriculumArguments`` (hparams/curriculum_args.py) and removed
+before each stage's arguments are parsed. Outputs: ``curriculum_summary.json`` (per stage:
 samples, tokens, steps, time, final loss) and ``curriculum_loss.png`` (every stage's loss on one step axis).
 Running the same config again skips the stages that finished (``run_series``).
 """
@@ -23,15 +23,14 @@ Running the same config again skips the stages that finished (``run_series``).
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..extras.errors import ConfigError
 from ..extras.files import write_text_atomically
 from ..extras.logging import get_logger, is_main_process
-from ..extras.suggest import did_you_mean
+from ..hparams.curriculum_args import CurriculumStage, parse_curriculum_block
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -40,51 +39,22 @@ logger = get_logger(__name__)
 
 SUMMARY_FILE = "curriculum_summary.json"
 LOSS_PLOT_FILE = "curriculum_loss.png"
-TASK_KEYS = ("dataset", "scoring_dimensions")
-STAGE_KEYS = ("name", "tasks", "data_ratio", "epochs", "learning_rate")
-_STAGE_NAME = re.compile(r"^[\w\-.]+$")  # letters (any script), digits, _ - . : safe in a folder name
-
-
-@dataclass(frozen=True)
-class CurriculumStage:
-    name: str
-    tasks: list[str]
-    data_ratio: float = 1.0
-    epochs: Optional[float] = None  # None: the config's num_train_epochs
-    learning_rate: Optional[float] = None  # None: the config's learning_rate
 
 
 def split_curriculum(args: dict[str, Any]) -> tuple[str, list[CurriculumStage], dict[str, Any]]:
     """``(task_key, stages, the other arguments)`` from a raw config holding a ``curriculum`` block.
 
-    Raises ConfigError for a missing or malformed block: no stages, a stage without name or tasks, an unknown
-    stage key, a repeated name, a data_ratio/epochs/learning_rate that is not a positive number.
+    Raises ConfigError for a missing or malformed block (hparams/curriculum_args.py: no stages, a stage without
+    name or tasks, an unknown key, a repeated name, a data_ratio/epochs/learning_rate that is not a positive
+    number), and for top-level arguments the stages would replace.
     """
     base = dict(args)
     block = base.pop("curriculum", None)
     if block is None:
         raise ConfigError("The config has no `curriculum:` block.",
                           "Add one (see README, Curriculum learning), or train it with `llmtuner train`.")
-    if isinstance(block, list):
-        block = {"stages": block}
-    if not isinstance(block, dict) or not isinstance(block.get("stages"), list) or not block["stages"]:
-        raise ConfigError("`curriculum:` must hold a non-empty list of `stages`.",
-                          "Write curriculum: {stages: [{name: basic, tasks: [a, b], data_ratio: 0.3, epochs: 1}]}")
-    unknown = sorted(str(key) for key in set(block) - {"stages", "task_key"})
-    if unknown:
-        raise ConfigError(f"Unknown key(s) in `curriculum:`: "
-                          f"{', '.join(key + did_you_mean(key, ('stages', 'task_key')) for key in unknown)}.",
-                          "It takes `stages` and optionally `task_key`.")
-    task_key = block.get("task_key", "dataset")
-    if task_key not in TASK_KEYS:
-        raise ConfigError(f"curriculum task_key={task_key!r} is not a valid value.",
-                          f"Set it to one of: {', '.join(TASK_KEYS)} (where each stage's tasks go).")
-    stages = [_parse_stage(position, raw) for position, raw in enumerate(block["stages"], start=1)]
-    names = [stage.name for stage in stages]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ConfigError(f"Curriculum stage name(s) used twice: {', '.join(repeated)}.",
-                          "Give each stage its own name.")
+    curriculum = parse_curriculum_block(block)  # hparams/curriculum_args.py: typed, unknown keys suggested
+    task_key, stages = curriculum.task_key, curriculum.stages
     if not base.get("output_dir"):
         raise ConfigError("A curriculum needs output_dir.", "Set output_dir: the stages are written to "
                           "<output_dir>/stage_<i>_<name>.")
@@ -98,42 +68,6 @@ def split_curriculum(args: dict[str, Any]) -> tuple[str, list[CurriculumStage], 
 
     check_series_args(base, "curriculum")
     return task_key, stages, base
-
-
-def _parse_stage(position: int, raw: Any) -> CurriculumStage:
-    where = f"curriculum stage {position}"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} is {raw!r}, not a mapping.", "Write it as {name: ..., tasks: [...], ...}.")
-    unknown = [str(key) for key in raw if key not in STAGE_KEYS]
-    if unknown:  # the same "did you mean" as for every other argument
-        described = [key + did_you_mean(key, STAGE_KEYS, cutoff=0.7, containing=True) for key in unknown]
-        raise ConfigError(f"Unknown key(s) in {where}: {', '.join(described)}.",
-                          f"A stage takes: {', '.join(STAGE_KEYS)}.")
-    name = raw.get("name")
-    if not isinstance(name, str) or not _STAGE_NAME.match(name):
-        raise ConfigError(f"{where} has name={name!r}.",
-                          "Give it a name made of letters, digits, '_', '-' or '.', e.g. name: basic_scoring.")
-    tasks = raw.get("tasks")
-    if isinstance(tasks, str):
-        tasks = [task.strip() for task in tasks.split(",") if task.strip()]
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(task, str) and task for task in tasks):
-        raise ConfigError(f"{where} ({name}) has tasks={raw.get('tasks')!r}.",
-                          "List the stage's tasks, e.g. tasks: [competitiveness, innovation].")
-    values = {key: _positive(raw[key], f"{where} ({name}): {key}") for key in ("data_ratio", "epochs", "learning_rate")
-              if raw.get(key) is not None}
-    return CurriculumStage(name=name, tasks=tasks, **values)
-
-
-def _positive(value: Any, what: str) -> float:
-    from ..hparams.convert import coerce
-
-    try:  # typed like every argument: 1e-4 from YAML (a string to PyYAML) is a number
-        number = coerce(what, value, float)
-    except ConfigError:
-        number = float("nan")
-    if not number > 0:
-        raise ConfigError(f"{what}={value!r} is not a positive number.", "Set a number above 0, e.g. 0.5.")
-    return number
 
 
 def stage_dir(output_dir: Union[str, Path], position: int, stage: CurriculumStage) -> Path:
@@ -209,8 +143,9 @@ def run_curriculum(
         else:
             print(f"\n== {header} ==")
             record, status = train_and_record(run_args, parsed, callbacks), "trained"
-        summary.append({"stage": position, **asdict(stage), "output_dir": run_args["output_dir"],
-                        "status": status, **record})
+        described = {key: value for key, value in asdict(stage).items() if key != "position"}
+        summary.append({"stage": position, **described, "output_dir": run_args["output_dir"], "status": status,
+                        **record})
         if test_dataset and is_main_process():
             from ..eval.scoring_test import stage_test_metrics
 
