@@ -13,7 +13,8 @@ from llmtuner.eval.benchmarks import load_benchmark
 from llmtuner.eval.evaluator import run_eval
 from llmtuner.extras.errors import ConfigError
 from llmtuner.hparams.parser import check_train_args_early, get_train_args
-from llmtuner.train.forgetting_budget import check_watch_schedule, choose, should_stop
+from llmtuner.hparams.rules import check_watch_schedule
+from llmtuner.train.forgetting_budget import choose, should_stop
 from llmtuner.train.tuner import run_exp
 
 from ..e2e.conftest import read_log
@@ -171,17 +172,16 @@ def test_watch_without_task_files_fails_before_anything_is_written(tiny_qwen2_di
 
 
 def test_load_best_needs_checkpoints_at_the_watch_steps(tiny_qwen2_dir, repo_root, tiny_mmlu, tmp_path):
+    # A rule of hparams/rules.py, checked while the arguments are parsed (before anything loads).
     fine = _run_args(tiny_qwen2_dir, repo_root, tmp_path / "o", tiny_mmlu, save_steps=4,
                      watch={"forgetting_budget": 0.02, "load_best_within_budget": True})
     _, _, training_args, finetuning_args, _ = get_train_args(fine)
     check_watch_schedule(finetuning_args, training_args)  # saves every 4, the watch every 2 (= eval_steps): fine
     args = _run_args(tiny_qwen2_dir, repo_root, tmp_path / "o", tiny_mmlu, save_steps=3,
                      watch={"forgetting_budget": 0.02, "load_best_within_budget": True})
-    _, _, training_args, finetuning_args, _ = get_train_args(args)
     with pytest.raises(ConfigError, match="save_steps to a multiple of 2"):
-        check_watch_schedule(finetuning_args, training_args)
+        get_train_args(args)
     no_eval = _run_args(tiny_qwen2_dir, repo_root, tmp_path / "o", tiny_mmlu, eval_strategy="no",
                         watch={"forgetting_budget": 0.02, "load_best_within_budget": True})
-    _, _, training_args, finetuning_args, _ = get_train_args(no_eval)
     with pytest.raises(ConfigError, match="target_metric=eval_loss needs the trainer to evaluate"):
-        check_watch_schedule(finetuning_args, training_args)
+        get_train_args(no_eval)

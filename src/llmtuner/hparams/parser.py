@@ -20,7 +20,14 @@ from .finetuning_args import FinetuningArguments
 from .generating_args import GeneratingArguments
 from .model_args import ModelArguments
 from .reader import CONFIG_SUFFIXES, UserArgs, read_args
-from .rules import check_args, check_dependencies, check_model_given, with_machine_defaults, with_run_defaults
+from .rules import (
+    check_args,
+    check_dependencies,
+    check_model_given,
+    check_watch_schedule,
+    with_machine_defaults,
+    with_run_defaults,
+)
 from .run_args import RUN_ARGS_FILE, save_run_args
 
 if TYPE_CHECKING:
@@ -57,7 +64,9 @@ def get_train_args(args: Union[dict[str, Any], list[str], None] = None) -> Train
     check_args(settings)
     if (settings["bf16"] or settings["fp16"]) and not has_cuda():
         logger.warning("bf16/fp16 requested but no CUDA GPU was found: mixed precision on CPU is slow.")
-    return _parse_dataclasses(values, classes)
+    parsed = _parse_dataclasses(values, classes)
+    check_watch_schedule(parsed[3], parsed[2])  # forgetting_watch vs the run's eval/save steps
+    return parsed
 
 
 def get_infer_args(args: Union[dict[str, Any], list[str], None] = None) -> InferArgs:

@@ -244,3 +244,47 @@ def check_preference_args(settings: dict[str, Any]) -> None:
         raise ConfigError(f"do_predict is not available for stage {stage}.",
                           "Remove do_predict; score responses of a reward model with `llmtuner predict`, or generate "
                           "from a dpo/kto adapter with `llmtuner chat`.")
+
+
+# ---- forgetting_watch (checked on the parsed arguments: it needs the run's resolved schedule) ----
+
+def watch_every(watch: Any, training_args: Any) -> int:
+    """Steps between evaluations: the block's eval_steps, else the run's (when it evaluates by steps), else its
+    logging_steps."""
+    if watch.eval_steps:
+        return watch.eval_steps
+    steps = training_args.eval_steps if training_args.eval_strategy == "steps" else None
+    steps = steps or training_args.logging_steps
+    if steps < 1:
+        raise ConfigError(f"The run's eval_steps/logging_steps ({steps}) is a fraction of training; the watch needs "
+                          "a step count.", "Set forgetting_watch.eval_steps: N (optimizer steps).")
+    return int(steps)
+
+
+def check_watch_schedule(finetuning_args: Any, training_args: Any) -> None:
+    """Rules between the watch block and the training arguments, checked before the model loads."""
+    watch = finetuning_args.forgetting_watch
+    if watch is None:
+        return
+    every = watch_every(watch, training_args)
+    if watch.target_metric.startswith("eval_") and (watch.load_best_within_budget or watch.forgetting_budget):
+        evaluates = training_args.eval_strategy == "steps"  # a str enum: equal to its value
+        if not evaluates or every % int(training_args.eval_steps or every) != 0:
+            raise ConfigError(
+                f"forgetting_watch.target_metric={watch.target_metric} needs the trainer to evaluate at the watch's "
+                f"steps (every {every}), but eval_strategy={training_args.eval_strategy}, "
+                f"eval_steps={training_args.eval_steps}.",
+                "Set val_size (or eval_dataset), eval_strategy: steps and eval_steps equal to the watch's.",
+            )
+    if watch.load_best_within_budget:
+        save_steps = training_args.save_steps
+        if training_args.save_strategy != "steps" or save_steps < 1 \
+                or int(save_steps) % every != 0:
+            raise ConfigError(
+                f"load_best_within_budget keeps a saved checkpoint, but save_strategy={training_args.save_strategy}"
+                f", save_steps={save_steps} do not save at the watch's steps (every {every}).",
+                f"Set save_strategy: steps and save_steps to a multiple of {every}.",
+            )
+        if training_args.save_total_limit:
+            raise ConfigError("load_best_within_budget with save_total_limit: the checkpoint to keep could be deleted.",
+                              "Remove save_total_limit for this run.")

@@ -22,7 +22,8 @@ from transformers import TrainerCallback
 
 from ..extras.logging import get_logger
 from . import forgetting_budget as budget_rules
-from .forgetting_budget import check_watch_schedule, load_watch_benchmarks, watch_every
+from ..hparams.rules import watch_every
+from .forgetting_budget import load_watch_benchmarks
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer, Trainer
@@ -45,7 +46,6 @@ class ForgettingWatch(TrainerCallback):
 
     def __init__(self, trainer: "Trainer", model_args: "ModelArguments", data_args: "DataArguments",
                  finetuning_args: "FinetuningArguments") -> None:
-        check_watch_schedule(finetuning_args, trainer.args)
         self.trainer = trainer
         self.watch: "ForgettingWatchArguments" = finetuning_args.forgetting_watch
         self.finetuning_type = finetuning_args.finetuning_type

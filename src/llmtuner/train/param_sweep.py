@@ -79,7 +79,7 @@ def run_param_sweep(args: Union[dict[str, Any], list[str], None], axes: list[tup
     output_dir holding something else, before any run trains."""
     from ..hparams.parser import read_args
     from ..hparams.rules import check_series_args
-    from .forgetting_budget import check_watch_files, check_watch_schedule
+    from .forgetting_budget import check_watch_files
     from .run_series import check_restartable, check_series_output_dir, finished_record, parse_series_run
 
     base = read_args(args)
@@ -112,7 +112,6 @@ def run_param_sweep(args: Union[dict[str, Any], list[str], None], axes: list[tup
             named = ", ".join(f"--param {name} --values ...{value}" for name, value in setting.items())
             raise type(exc)(f"Sweep run {label} ({named}): {exc.message}", exc.hint) from exc
         check_watch_files(parsed[3])
-        check_watch_schedule(parsed[3], parsed[2])
         plans.append((setting, label, run_args, parsed, done, parsed[3].forgetting_watch is not None))
 
     runs = [_run_one(position, len(plans), *plan) for position, plan in enumerate(plans, start=1)]

@@ -42,13 +42,11 @@ def run_exp(
         check_train_args_early(raw)
     preflight_checks(model_args, data_args, finetuning_args)
     from ..extras.distributed import connect_deepspeed_comm, setup_process
-    from .forgetting_budget import check_watch_schedule
 
     # CPU threads per rank and quiet non-main ranks, before the arguments set up the process group.
     setup_process(uses_deepspeed=bool(raw.get("deepspeed")))
     parsed = parsed or get_train_args(raw)
     model_args, data_args, training_args, finetuning_args, generating_args = parsed
-    check_watch_schedule(finetuning_args, training_args)  # forgetting_watch vs eval/save steps, before loading
     connect_deepspeed_comm(training_args)  # DeepSpeed on CPU: ZeRO-3 must see every process while the model loads
     from ..extras.cpu_runtime import configure_cpu_runtime
 
