@@ -175,7 +175,7 @@ def test_compare_puts_reports_side_by_side(tmp_path):
     assert "| MAE | overall |" in (out / "scoring_compare.md").read_text("utf-8")
     with pytest.raises(ConfigError, match="two or more result folders"):
         compare_results([str(first)], str(tmp_path / "c"))
-    with pytest.raises(ConfigError, match="already holds results"):
+    with pytest.raises(ConfigError, match="already holds files"):
         compare_results([str(first), str(second)], str(out))
 
 
@@ -194,7 +194,7 @@ def _registry(tmp_path: Path, rows: list[dict]) -> Path:
     ("not_scoring", "test_dataset=plain is registered with formatting 'alpaca', not a scoring dataset"),
     ("no_scores", "has no score field, so there is nothing to compare answers with"),
     ("bad_score", "row 2 has score not a number in [0, 9]"),
-    ("save_dir", "already holds results of an earlier run (scoring_results.json)"),
+    ("save_dir", "already holds files (scoring_results.json)"),
 ])
 def test_bad_input_is_one_clear_error(case, message, tmp_path, tiny_qwen2_dir, capsys):
     row = {"prompt": "评估。", "company_info": "甲公司，做家具。", "think": "想。", "score": 5, "reason": "好。"}
@@ -216,7 +216,7 @@ def test_report_dir_check_and_overwrite(tmp_path):
     with pytest.raises(ConfigError, match="needs save_dir"):
         check_report_dir(None, False)
     (tmp_path / RESULTS_JSON).write_text("{}", "utf-8")
-    with pytest.raises(ConfigError, match="already holds results"):
+    with pytest.raises(ConfigError, match="already holds files"):
         check_report_dir(str(tmp_path), False)
     assert check_report_dir(str(tmp_path), True) == tmp_path
     other = tmp_path / "other"

@@ -284,14 +284,10 @@ def check_save_dir(test_args: "TaskTestArguments") -> Path:
     if not test_args.save_dir:
         raise ConfigError(f"mode={test_args.mode} writes {RESULTS_JSON} and {RESULTS_MD}, but save_dir is not set.",
                           "Add save_dir: <folder for the test results>.")
-    folder = Path(test_args.save_dir)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"save_dir={test_args.save_dir} is a file, not a folder.", "Choose a folder for save_dir.")
-    existing = [name for name in (RESULTS_JSON, RESULTS_MD, PREDICTIONS_JSONL) if (folder / name).exists()]
-    if existing and not test_args.overwrite_save_dir:
-        raise ConfigError(f"save_dir={test_args.save_dir} already holds {', '.join(existing)} from an earlier run.",
-                          "Choose a new save_dir, or set overwrite_save_dir: true to replace them.")
-    return folder
+    from ..extras.files import check_folder_empty
+
+    return check_folder_empty(test_args.save_dir, test_args.overwrite_save_dir, "save_dir", "overwrite_save_dir",
+                              only=(RESULTS_JSON, RESULTS_MD, PREDICTIONS_JSONL))
 
 
 def write_results(test_args: "TaskTestArguments", summary: dict[str, Any], results: list[RowResult],

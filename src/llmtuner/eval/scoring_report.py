@@ -61,17 +61,11 @@ def check_report_dir(save_dir: Optional[str], overwrite: bool, names: Sequence[s
     Raises:
         ConfigError: save_dir unset, a file, or holding results.
     """
+    from ..extras.files import check_folder_empty
+
     if not save_dir:
         raise ConfigError(f"{what} needs save_dir.", "Add save_dir: <folder for the report>.")
-    folder = Path(save_dir)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"save_dir={save_dir} is a file, not a folder.", "Choose a folder for save_dir.")
-    existing = [name for name in names if (folder / name).exists()]
-    if existing and not overwrite:
-        raise ConfigError(f"save_dir={save_dir} already holds results of an earlier run "
-                          f"({', '.join(existing)}).",
-                          "Choose a new save_dir, or set overwrite_save_dir: true to replace them.")
-    return folder
+    return check_folder_empty(save_dir, overwrite, "save_dir", "overwrite_save_dir", only=names)
 
 
 def score_answers(items: Sequence["ScoringTestItem"], answers: Sequence[str], spec: "DatasetSpec", multi: bool,

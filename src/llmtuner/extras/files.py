@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Sequence, Union
 
 from .errors import ConfigError
 
@@ -107,17 +107,19 @@ def write_folder_atomically(target: PathLike, write: Callable[[Path], None]) -> 
     return target
 
 
-def check_folder_empty(path: PathLike, overwrite: bool, name: str, overwrite_flag: str) -> Path:
+def check_folder_empty(path: PathLike, overwrite: bool, name: str, overwrite_flag: str,
+                       only: Optional[Sequence[str]] = None) -> Path:
     """``path`` as a Path when it is absent, an empty folder, or ``overwrite`` is set.
 
     Raises ConfigError naming the argument (``name``) and the flag that allows replacing (``overwrite_flag``) when
-    it is a file or a folder that holds files.
+    it is a file or a folder that holds files (with ``only``: one of those files, e.g. an earlier report's, so
+    a report can be written beside other things).
     """
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{name}={path} is a file, not a folder.", f"Choose a folder path for {name}.")
     if folder.is_dir() and not overwrite:
-        entries = sorted(entry.name for entry in folder.iterdir())
+        entries = sorted(entry.name for entry in folder.iterdir() if only is None or entry.name in only)
         if entries:
             shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
             raise ConfigError(f"{name}={path} already holds files ({shown}).",
