@@ -60,7 +60,8 @@ def flag_tables() -> str:
             parts.append(f"| `{field.name}` | `{default}` | {help_text} |")
         parts.append("")
     parts.append(
-        "Training configs also take every field of transformers' `Seq2SeqTrainingArguments` (`output_dir`, `learning_rate`, `num_train_epochs`, "
+        "Training configs also take every field of transformers' `Seq2SeqTrainingArguments` (`output_dir`, "
+        "`learning_rate`, `num_train_epochs`, "
         "`max_steps`, `per_device_train_batch_size`, `gradient_accumulation_steps`, `gradient_checkpointing`, `bf16`, "
         "`save_steps`, `logging_steps`, `report_to`, `deepspeed`, `resume_from_checkpoint`, ...)."
     )
