@@ -57,11 +57,15 @@ def prepare_process(uses_deepspeed: bool = False) -> None:
     - a multi-process CPU run: OMP_NUM_THREADS = this rank's share of the cores (also for worker processes
       started later, e.g. by datasets.map), unless the user set it;
     - ranks other than 0: no progress bars, info logs or Python warnings (rank 0 shows the same ones). datasets'
-      bars stay on: those ranks read rank 0's cached preprocessing, so a bar from them means they tokenised again.
+      bars stay on: those ranks read rank 0's cached preprocessing, so a bar from them means they tokenised again;
+    - DeepSpeed runs: torch's deprecation notices for the collectives DeepSpeed calls, repeated every ZeRO-3 step,
+      are hidden (``silence_deepspeed_deprecations``).
     """
-    from .extras.distributed import rank_cpu_threads, rendezvous_variables
+    from .extras.distributed import rank_cpu_threads, rendezvous_variables, silence_deepspeed_deprecations
     from .extras.processes import is_main_process, world_size
 
+    if uses_deepspeed:
+        silence_deepspeed_deprecations()
     os.environ.update(rendezvous_variables(uses_deepspeed))
     threads = rank_cpu_threads()
     if threads:

@@ -110,7 +110,6 @@ def connect_deepspeed_comm(training_args: "TrainingArguments") -> None:
     """
     if not training_args.deepspeed or world_size() <= 1:
         return
-    silence_deepspeed_deprecations()
     import deepspeed
     import deepspeed.comm as ds_comm
     import torch.distributed as torch_dist
