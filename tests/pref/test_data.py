@@ -133,3 +133,15 @@ def test_ranking_must_be_boolean_and_chosen_needs_ranking(tmp_path):
         get_dataset_specs(["bad_flag"], str(tmp_path))
     with pytest.raises(DatasetError, match='needs "ranking": true'):
         get_dataset_specs(["no_flag"], str(tmp_path))
+
+
+@pytest.mark.parametrize("setting", [{"group_by_length": True}, {"train_sampling_strategy": "group_by_length"}])
+def test_kto_refuses_a_batch_order_it_would_have_to_replace(setting, tmp_path):
+    from llmtuner.extras.errors import ConfigError
+    from llmtuner.hparams.parser import check_train_args_early
+
+    args = {"model_name_or_path": str(tmp_path), "dataset": "medical_kto_demo", "template": "qwen", "stage": "kto",
+            "per_device_train_batch_size": 2, "output_dir": str(tmp_path / "out"), **setting}
+    with pytest.raises(ConfigError, match="stage kto draws its batches in order"):
+        check_train_args_early(args)
+    assert not (tmp_path / "out").exists()

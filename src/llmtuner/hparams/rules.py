@@ -234,6 +234,15 @@ def check_preference_args(settings: dict[str, Any]) -> None:
             " its KL term pairs each prompt with another row's response in the same batch.",
             "Set per_device_train_batch_size: 2 or more.",
         )
+    strategy = settings.get("train_sampling_strategy")
+    if stage == "kto" and (settings.get("group_by_length") or strategy not in (None, "random", "sequential")):
+        # TRL's KTO pairs each row with the previous one's response for its KL term: batches are drawn in order.
+        raise ConfigError(
+            f"stage kto draws its batches in order (train_sampling_strategy: sequential, as TRL's KTO needs), but "
+            + ("group_by_length: true is set." if settings.get("group_by_length") else
+               f"train_sampling_strategy={strategy} is set."),
+            "Remove group_by_length / train_sampling_strategy for stage kto.",
+        )
     if stage == "rm" and settings.get("adapter_name_or_path"):
         raise ConfigError(
             "stage rm starts a new scoring head from a model, not from a language-model adapter "

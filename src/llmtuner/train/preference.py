@@ -189,6 +189,8 @@ def build_preference_trainer(
     elif kind == "kto":
         from trl import KTOConfig
 
+        logger.info("stage kto: batches are drawn in order (train_sampling_strategy: sequential), as TRL's KTO "
+                    "needs for its KL term.")
         config = trl_config(KTOConfig, training_args, **common, beta=beta,
                             desirable_weight=finetuning_args.kto_chosen_weight,
                             undesirable_weight=finetuning_args.kto_rejected_weight,
