@@ -232,6 +232,9 @@ def run_predict(argv: Union[dict[str, Any], list[str], None] = None) -> int:
     from ..hparams.parser import get_predict_args
 
     model_args, data_args, finetuning_args, _, options = get_predict_args(argv)
+    if options.response:
+        raise ConfigError("response= is for reward models (stage rm); this model is a classifier.",
+                          "Remove response; pass the text to label as text=....")
     if options.input_file:
         read_rows(options.input_file)  # a bad input file fails before the model loads
     classifier = TextClassifier.from_parsed(model_args, data_args, finetuning_args)

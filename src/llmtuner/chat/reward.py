@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..extras.errors import ConfigError, DatasetError
-from .classify import PREDICT_KEYS, TextClassifier, _write_jsonl_atomically, read_rows, row_text
+from .classify import TextClassifier, _write_jsonl_atomically, read_rows, row_text
 
 RESPONSE_KEYS = ("response", "output")
 
@@ -65,30 +65,26 @@ def points_at_reward_model(argv: Union[dict[str, Any], list[str], None]) -> bool
 def run_reward_predict(argv: Union[dict[str, Any], list[str], None] = None) -> int:
     """``llmtuner predict`` on a reward model: ``text=Q response=A`` prints ``{"score": ...}``;
     ``input_file``/``output_file`` writes every row with its score(s) as JSON lines."""
-    from ..hparams.parser import read_args
+    from ..hparams.parser import get_predict_args
 
-    values = read_args(argv)
-    options = {key: values.pop(key) for key in (*PREDICT_KEYS, "response") if key in values}
-    if bool(options.get("input_file")) != bool(options.get("output_file")):
-        raise ConfigError("input_file and output_file go together.",
-                          "Pass both: input_file=<rows to score> output_file=<scores.jsonl>.")
-    if options.get("input_file"):
-        read_rows(str(options["input_file"]))  # a bad input file fails before the model loads
-    elif not options.get("text") or not options.get("response"):
+    model_args, data_args, finetuning_args, _, options = get_predict_args(argv)
+    if options.input_file:
+        read_rows(options.input_file)  # a bad input file fails before the model loads
+    elif not options.text or not options.response:
         raise ConfigError("A reward model scores a response to a question: pass text=<question> response=<answer>.",
                           "Or pass input_file=<rows with instruction and output, or chosen/rejected> "
                           "output_file=<scores.jsonl>.")
-    scorer = RewardScorer(TextClassifier.from_args(values))
-    if options.get("input_file"):
-        output = Path(str(options["output_file"]))
-        if output.exists() and not options.get("overwrite_output_file"):
+    scorer = RewardScorer(TextClassifier.from_parsed(model_args, data_args, finetuning_args))
+    if options.input_file:
+        output = Path(options.output_file)
+        if output.exists() and not options.overwrite_output_file:
             raise ConfigError(f"output_file={output} already exists.",
                               "Choose another output_file, or pass overwrite_output_file=true to replace it.")
-        path = str(options["input_file"])
+        path = options.input_file
         rows = read_rows(path)
         scored = [{**row, **scorer.score_row(row, number, path)} for number, row in enumerate(rows, start=1)]
         _write_jsonl_atomically(output, scored)
         print(f"Wrote {len(scored)} scored rows to {output.resolve()}")
         return 0
-    print(json.dumps({"score": scorer.score(str(options["text"]), str(options["response"]))}, ensure_ascii=False))
+    print(json.dumps({"score": scorer.score(options.text, options.response)}, ensure_ascii=False))
     return 0

@@ -1,4 +1,5 @@
-"""The options of ``llmtuner predict`` (a stage cls classifier labelling texts), parsed like every argument."""
+"""The options of ``llmtuner predict`` (a stage cls classifier labelling texts, or a stage rm reward model scoring
+responses), parsed like every argument."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from ..extras.errors import ConfigError
 class PredictArguments:
     """One ``text``, or ``input_file`` -> ``output_file`` (JSON lines); neither = interactive."""
 
-    text: Optional[str] = field(default=None, metadata={"help": "One text to label (prints one JSON result)."})
+    text: Optional[str] = field(default=None, metadata={"help": "One text to label (prints one JSON result); for a "
+                                                         "reward model, the question whose response is scored."})
+    response: Optional[str] = field(default=None, metadata={"help": "Reward models (stage rm): the response to "
+                                                                 "`text` to score."})
     input_file: Optional[str] = field(
         default=None, metadata={"help": "Rows to label: JSON list, JSON lines, CSV with a header, or text lines."})
     output_file: Optional[str] = field(default=None, metadata={"help": "Where the labelled rows go (JSON lines)."})
