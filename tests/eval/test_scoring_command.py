@@ -77,12 +77,12 @@ def test_memorised_scores_read_back_exactly(memorised_scoring, tmp_path):
 
 
 def test_curriculum_summary_holds_each_stages_test_metrics(tiny_qwen2_dir, tmp_path):
-    from llmtuner.train.tuner import run_exp
+    from llmtuner.cli import run_config  # the entry layer routes a config with a curriculum: block
 
     out = tmp_path / "risk"
-    summary = run_exp([str(REPO / "configs" / "presets" / "risk_scoring.yaml"), f"model_name_or_path={tiny_qwen2_dir}",
-                       f"output_dir={out}", "max_steps=1", "per_device_train_batch_size=1", "cutoff_len=128",
-                       "per_device_eval_batch_size=4", "report_to=none", "max_new_tokens=16"])
+    summary = run_config([str(REPO / "configs" / "presets" / "risk_scoring.yaml"), f"model_name_or_path={tiny_qwen2_dir}",
+                          f"output_dir={out}", "max_steps=1", "per_device_train_batch_size=1", "cutoff_len=128",
+                          "per_device_eval_batch_size=4", "report_to=none", "max_new_tokens=16"])
     written = json.loads((out / "curriculum_summary.json").read_text("utf-8"))
     assert [stage["name"] for stage in written["stages"]] == ["basic_scoring", "intermediate_scoring", "full_scoring"]
     for stage in written["stages"]:
