@@ -68,8 +68,13 @@ def prepare_process(uses_deepspeed: bool = False) -> None:
         silence_deepspeed_deprecations()
     os.environ.update(rendezvous_variables(uses_deepspeed))
     threads = rank_cpu_threads()
-    if threads:
+    if threads:  # None when the user set OMP_NUM_THREADS or there is one process
+        from .extras.processes import local_world_size
+        from .extras.logging import get_logger
+
         os.environ["OMP_NUM_THREADS"] = str(threads)
+        get_logger(__name__).info(f"OMP_NUM_THREADS is not set: {threads} CPU thread(s) for each of the "
+                                  f"{local_world_size()} local processes (set OMP_NUM_THREADS to choose).")
     if world_size() > 1 and not is_main_process():
         import warnings
 
