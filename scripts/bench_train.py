@@ -28,12 +28,15 @@ Data: the built-in sample sft data (``sft_demo_zh_en``, 82 conversations).
 Measured over the steps after the warm-up ones, as the rate of the median step (a burst of load from other
 processes on a shared machine moves it least): real tokens/s (tokens of samples, no padding), total tokens/s (what
 the model processed, padding included), real tokens per CPU second; padding efficiency (real / total over all
-timed steps), peak RSS of the job's process, and MFU = model FLOPs per token x total
+timed steps), the median step's system CPU seconds and page faults (minor + major: freshly mapped memory the
+kernel fills 4 KiB at a time), peak RSS of the job's process, and MFU = model FLOPs per token x total
 tokens/s / the matmul peak. Model FLOPs per token: 6 N for full tuning, 4 N + 6 N_lora for LoRA (forward 2 N,
 input gradients 2 N, weight gradients only for the adapters), N = weights of the linear layers and the output head
 (the embedding lookup costs no multiply-adds; attention scores are left out, < 3% here). The peak is the median of
 several square matmuls (fp32 on CPU, bf16 on GPU) timed in the job's own process right before and after its
-steps (the higher of the two), so a busy machine lowers peak and throughput together. Ratios are ours / baseline
+steps (the higher of the two), so a busy machine lowers peak and throughput together. With ``--repeats`` > 1
+each job reports its spread, (fastest - slowest) / median real tokens/s, and one above 10% is flagged UNSTEADY:
+the steady-state cost of a job should not depend on the run. Ratios are ours / baseline
 of the same model and method. Prints a table; writes JSON and a PNG bar chart (default bench/train.json/.png).
 """
 
@@ -85,14 +88,15 @@ def run_job(job: dict, result_file: str) -> None:
         return batch
 
     trainer.data_collator = counting_collator
-    marks: dict[int, tuple[float, float]] = {}  # step -> (wall, process CPU) at its end
+    marks: dict[int, tuple[float, float, float, int]] = {}  # step -> (wall, CPU, system CPU, page faults) at its end
 
     class StepClock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if gpu:
                 torch.cuda.synchronize()
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            marks[state.global_step] = (time.perf_counter(), usage.ru_utime + usage.ru_stime)
+            marks[state.global_step] = (time.perf_counter(), usage.ru_utime + usage.ru_stime, usage.ru_stime,
+                                        usage.ru_minflt + usage.ru_majflt)
 
     trainer.add_callback(StepClock())
     peak_before = matmul_peak(gpu)
@@ -100,11 +104,11 @@ def run_job(job: dict, result_file: str) -> None:
     peak_after = matmul_peak(gpu)
 
     warmup, steps, ga = job["warmup"], job["steps"], trainer.args.gradient_accumulation_steps
-    per_step = []  # (real, total, trained tokens, wall s, CPU s) of each timed step
+    per_step = []  # (real, total, trained tokens, wall s, CPU s, system CPU s, page faults) of each timed step
     for step in range(warmup + 1, warmup + steps + 1):
         tokens = [sum(column) for column in zip(*counts[(step - 1) * ga : step * ga])]
-        per_step.append((*tokens, marks[step][0] - marks[step - 1][0], marks[step][1] - marks[step - 1][1]))
-    real, total, trained, seconds, cpu_seconds = (sum(column) for column in zip(*per_step))
+        per_step.append((*tokens, *(end - start for end, start in zip(marks[step], marks[step - 1]))))
+    real, total, trained, seconds, cpu_seconds, _, _ = (sum(column) for column in zip(*per_step))
     peak = max(peak_before, peak_after)
     flops_per_token = model_flops_per_token(trainer.model, job["method"])
 
@@ -119,6 +123,10 @@ def run_job(job: dict, result_file: str) -> None:
         "real_tokens_per_s_mean": real / seconds, "real_tokens_per_cpu_s": median_rate(0, clock=4),
         "seconds": seconds, "cpu_seconds": cpu_seconds,
         "step_seconds": [round(step[3], 3) for step in per_step],
+        # the kernel's share of a step: page faults of freshly mapped memory show up here first
+        "sys_seconds_per_step": statistics.median(step[5] for step in per_step),
+        "page_faults_per_step": statistics.median(step[6] for step in per_step),
+        "page_faults_max_step": max(step[6] for step in per_step),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "matmul_peak_gflops": peak / 1e9, "flops_per_token": flops_per_token,
         "mfu": flops_per_token * median_rate(1) / peak, "threads": torch.get_num_threads(),
@@ -337,11 +345,20 @@ def run_in_child(job: dict, work: Path, index: int) -> dict:
     return json.loads(result_file.read_text(encoding="utf-8"))
 
 
+UNSTEADY_SPREAD = 0.10  # (fastest - slowest) / median of a job's repeats above this is flagged
+
+
 def median_result(runs: list[dict]) -> dict:
-    """Per job: the run with the median real tokens/s (all its numbers come from that one run)."""
+    """Per job: the run with the median real tokens/s (all its numbers come from that one run), plus the spread
+    between repeats, flagged ``unsteady`` above 10%: a run that is sometimes fast and sometimes slow is a defect
+    to find (e.g. page faults that come back in some runs), not noise to average away."""
+    rates = [run["real_tokens_per_s"] for run in runs]
     ordered = sorted(runs, key=lambda run: run["real_tokens_per_s"])
-    return {**ordered[len(ordered) // 2], "repeats": len(runs),
-            "real_tokens_per_s_all": [round(run["real_tokens_per_s"], 1) for run in runs]}
+    median = ordered[len(ordered) // 2]
+    spread = (max(rates) - min(rates)) / median["real_tokens_per_s"]
+    return {**median, "repeats": len(runs), "real_tokens_per_s_all": [round(rate, 1) for rate in rates],
+            "page_faults_per_step_all": [run["page_faults_per_step"] for run in runs],
+            "spread": spread, "unsteady": len(runs) > 1 and spread > UNSTEADY_SPREAD}
 
 
 def add_ratios(results: list[dict]) -> None:
@@ -354,17 +371,24 @@ def add_ratios(results: list[dict]) -> None:
 
 
 def print_table(results: list[dict]) -> None:
-    header = (f"{'job':<28} {'real tok/s':>10} {'total tok/s':>11} {'pad eff':>7} {'tok/CPU-s':>9} "
-              f"{'RSS MiB':>8} {'peak GF/s':>9} {'MFU':>5} {'x base':>6} {'x base CPU':>10}")
+    header = (f"{'job':<28} {'real tok/s':>10} {'spread':>7} {'total tok/s':>11} {'pad eff':>7} {'tok/CPU-s':>9} "
+              f"{'sys s/step':>10} {'faults/step':>11} {'RSS MiB':>8} {'peak GF/s':>9} {'MFU':>5} {'x base':>6} "
+              f"{'x base CPU':>10}")
     print(header)
     print("-" * len(header))
     for r in results:
         ratio = r.get("real_tokens_ratio_vs_baseline")
         cpu_ratio = r.get("cpu_efficiency_ratio_vs_baseline")
-        print(f"{job_name(r):<28} {r['real_tokens_per_s']:>10.1f} {r['total_tokens_per_s']:>11.1f} "
-              f"{r['padding_efficiency']:>7.2f} {r['real_tokens_per_cpu_s']:>9.1f} {r['peak_rss_mib']:>8.0f} "
+        spread = f"{r['spread']:.0%}{'!' if r['unsteady'] else ''}" if r["repeats"] > 1 else "-"
+        print(f"{job_name(r):<28} {r['real_tokens_per_s']:>10.1f} {spread:>7} {r['total_tokens_per_s']:>11.1f} "
+              f"{r['padding_efficiency']:>7.2f} {r['real_tokens_per_cpu_s']:>9.1f} {r['sys_seconds_per_step']:>10.3f} "
+              f"{r['page_faults_per_step']:>11,.0f} {r['peak_rss_mib']:>8.0f} "
               f"{r['matmul_peak_gflops']:>9.1f} {r['mfu']:>5.2f} {'-' if ratio is None else f'{ratio:.2f}':>6} "
               f"{'-' if cpu_ratio is None else f'{cpu_ratio:.2f}':>10}")
+    unsteady = [job_name(r) for r in results if r["unsteady"]]
+    if unsteady:
+        print(f"\nUNSTEADY (spread between repeats > {UNSTEADY_SPREAD:.0%}, marked !): {', '.join(unsteady)}; "
+              "compare their page_faults_per_step_all and step_seconds in the JSON.")
 
 
 def plot(results: list[dict], path: Path) -> None:

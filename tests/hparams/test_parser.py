@@ -143,9 +143,15 @@ def test_run_defaults_fill_only_unset_keys(base, monkeypatch):
     assert training_args.remove_unused_columns is False
     assert training_args.use_cpu is True
 
+    assert training_args.activation_checkpointing is False  # CPU runs: small models, the faster path
+
     monkeypatch.setattr(rules, "has_cuda", lambda: True)
     _, _, training_args, _, _ = get_train_args(base)
     assert training_args.use_cpu is False
+    assert training_args.activation_checkpointing is True  # GPU runs: activations of a 7B model outgrow the GPU
+    for name in ("activation_checkpointing", "gradient_checkpointing"):  # the new name and its deprecated alias
+        _, _, training_args, _, _ = get_train_args({**base, name: False})
+        assert training_args.activation_checkpointing is False
 
 
 def test_values_the_user_set_are_kept(base, monkeypatch):

@@ -55,10 +55,11 @@ def test_a_chunked_loss_step_equals_the_plain_step(tiny_qwen2_dir, repo_root, tm
     calls = []
     original = chunked_loss.causal_lm_loss_sum
     monkeypatch.setattr(chunked_loss, "causal_lm_loss_sum", lambda *args: calls.append(1) or original(*args))
-    plain, plain_metrics = _train_one_step(tiny_qwen2_dir, repo_root, tmp_path / "plain", **overrides)
+    plain, plain_metrics = _train_one_step(tiny_qwen2_dir, repo_root, tmp_path / "plain", chunked_loss=False,
+                                           **overrides)
     assert not calls
-    chunked, chunked_metrics = _train_one_step(tiny_qwen2_dir, repo_root, tmp_path / "chunked", chunked_loss=True,
-                                               **overrides)
+    # chunked_loss left unset: a CPU run takes the chunked path by default
+    chunked, chunked_metrics = _train_one_step(tiny_qwen2_dir, repo_root, tmp_path / "chunked", **overrides)
     assert len(calls) == overrides.get("gradient_accumulation_steps", 1)  # every micro-batch took the chunked path
     assert chunked_metrics["train_loss"] == pytest.approx(plain_metrics["train_loss"], rel=1e-5)
     assert plain.keys() == chunked.keys()
@@ -94,3 +95,24 @@ def test_unsupported_models_and_runs_keep_the_plain_loss(tiny_qwen2_dir, monkeyp
 def test_chunked_loss_is_refused_for_the_cls_stage():
     with pytest.raises(ConfigError, match="chunked_loss is for the language-model stages"):
         FinetuningArguments(stage="cls", chunked_loss=True)
+
+
+def test_chunked_loss_is_on_by_default_on_cpu_only_and_warns_only_when_asked_for(tiny_qwen2_dir, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    from llmtuner.train.trainer import _use_chunked_loss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2_dir)
+    cpu = SimpleNamespace(use_cpu=True, device=SimpleNamespace(type="cpu"), deepspeed=None)
+    gpu = SimpleNamespace(use_cpu=False, device=SimpleNamespace(type="cuda"), deepspeed=None)
+    assert _use_chunked_loss(None, model, cpu) and _use_chunked_loss(True, model, gpu)
+    assert not _use_chunked_loss(None, model, gpu) and not _use_chunked_loss(False, model, cpu)
+    monkeypatch.setattr(model.config, "model_type", "gemma2")
+    caplog.set_level("INFO")
+    assert not _use_chunked_loss(None, model, cpu)
+    assert [record.levelname for record in caplog.records if "chunked_loss is off" in record.message] == ["INFO"]
+    caplog.clear()
+    assert not _use_chunked_loss(True, model, cpu)
+    assert [record.levelname for record in caplog.records if "chunked_loss is off" in record.message] == ["WARNING"]

@@ -18,11 +18,12 @@ threads = set_torch_threads()
 print(json.dumps({"threads": threads, "torch": torch.get_num_threads()}))
 """
 
-# Frees a 96 MiB block (above glibc's largest dynamic mmap threshold, 32 MiB) and reports how much free memory
+# Frees a block of MIB MiB (above glibc's largest dynamic mmap threshold, 32 MiB) and reports how much free memory
 # the main malloc arena then holds: the block itself when it was served from the heap and kept, ~0 when it was an
-# mmap handed back to the kernel (which the next step would page-fault in again, 4 KiB at a time).
+# mmap handed back to the kernel (which the next step would page-fault in again, 4 KiB at a time). Only the first
+# 96 MiB are written: trimming depends on the size of the free top chunk, not on what was touched.
 _MALLOC_PROBE = """
-import ctypes, json, sys
+import ctypes, json, os, sys
 from llmtuner.cli import env_defaults
 from llmtuner.extras.cpu_runtime import keep_freed_memory
 
@@ -33,12 +34,14 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 libc.mallinfo2.restype = MallInfo2
 # what a run does: LLMTUNER_MALLOC_TUNING=0 becomes malloc_tuning: false in the CLI layer
 applied = env_defaults().get("malloc_tuning", True) and keep_freed_memory()
 mmapped_before = libc.mallinfo2().hblkhd
-block = libc.malloc(96 * 2**20)
+size = int(os.environ.get("MIB", "96")) * 2**20
+block = libc.malloc(size)
 ctypes.memset(block, 1, 96 * 2**20)
 mmapped_while_alive = libc.mallinfo2().hblkhd - mmapped_before
 libc.free(block)
@@ -62,6 +65,16 @@ def test_malloc_tuning_keeps_a_freed_large_block_in_the_heap():
     plain = _probe(_MALLOC_PROBE, LLMTUNER_MALLOC_TUNING="0")
     assert not plain["applied"] and plain["mmapped_while_alive"] >= 96 * 2**20
     assert plain["kept_after_free"] < 96 * 2**20
+
+
+def test_malloc_tuning_keeps_freed_memory_beyond_2_gib():
+    # A step of a 151k-vocabulary model frees ~2.4 GiB of logits-sized tensors at once. With trimming capped at
+    # 2 GiB (mallopt's int), glibc handed them back whenever they merged into the top of the heap, which depended
+    # on where small allocations happened to land: the same job page-faulted 600k times a step in some runs and
+    # never in others. Freed memory must stay, whatever its size.
+    tuned = _probe(_MALLOC_PROBE, MIB=str(3 * 1024))
+    assert tuned["applied"] and tuned["mmapped_while_alive"] == 0
+    assert tuned["kept_after_free"] >= 3 * 2**30
 
 
 def test_malloc_tuning_respects_the_users_choice():

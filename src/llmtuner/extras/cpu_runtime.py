@@ -8,11 +8,15 @@ cores in ``extras/distributed.py``.
 Memory: glibc serves every allocation above 32 MiB with a fresh ``mmap`` and returns it on free, so each training
 step page-faults its big tensors (a 151k-vocabulary model's logits, their softmax and gradients: hundreds of MB)
 in again, 4 KiB at a time: about a third of the CPU time of a step of the tiny Qwen model went to the kernel.
-Serving them from the heap and keeping freed memory there (``M_MMAP_MAX=0``, a 2 GiB ``M_TRIM_THRESHOLD``, what
-``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` would set at start-up) removes that cost; peak RSS grows a little
-because freed blocks are reused rather than returned. Skipped when the user chose an allocator (``LD_PRELOAD`` of
-jemalloc/tcmalloc, or any ``MALLOC_*`` variable) or sets ``malloc_tuning: false`` (recorded in run_args.yaml; the
-CLI turns ``LLMTUNER_MALLOC_TUNING=0`` into that argument).
+Serving them from the heap and never handing freed memory back (``M_MMAP_MAX=0``, ``M_TRIM_THRESHOLD=-1``, what
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` would set at start-up) removes that cost: the heap grows to the
+run's peak once and every later step reuses it. The threshold was once the largest value mallopt's int takes,
+2 GiB; a step that freed more than that at once (four logits-sized tensors of a 151k vocabulary, 2.4 GiB) had it
+handed back whenever those blocks merged into the top of the heap, which depended on where small allocations had
+landed, so the same job page-faulted 600k times a step in some runs and never in others. Skipped when the user
+chose an allocator (``LD_PRELOAD`` of jemalloc/tcmalloc, or any ``MALLOC_*`` variable) or sets
+``malloc_tuning: false`` (recorded in run_args.yaml; the CLI turns ``LLMTUNER_MALLOC_TUNING=0`` into that
+argument). Preloading jemalloc or tcmalloc instead was measured and lost (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameter numbers from glibc's malloc.h
-_KEEP_FREED_BYTES = 2**31 - 1  # mallopt takes an int
+# mallopt takes an int, so the largest threshold it can set is 2 GiB; -1 means "never trim" (mallopt(3)).
+_NEVER_TRIM = -1
 
 
 def configure_cpu_runtime(training_args: "TrainingArguments", malloc_tuning: bool = True) -> None:
@@ -78,15 +83,19 @@ def keep_freed_memory() -> bool:
     """Make glibc serve large allocations from the heap and keep freed memory; returns True when applied."""
     if not sys.platform.startswith("linux"):
         return False
-    if "malloc" in os.environ.get("LD_PRELOAD", "") or any(name.startswith("MALLOC_") for name in os.environ):
-        return False  # the user chose an allocator or its settings
+    chosen = [name for name in os.environ if name.startswith("MALLOC_")]
+    if "malloc" in os.environ.get("LD_PRELOAD", ""):
+        chosen.append(f"LD_PRELOAD={os.environ['LD_PRELOAD']}")
+    if chosen:
+        logger.info(f"CPU run: malloc settings left as the user chose them ({', '.join(chosen)}).")
+        return False
     libc = _glibc()
     if libc is None:
         return False
-    applied = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES) == 1
+    applied = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) == 1
     if applied:
-        logger.info("CPU run: large tensors are kept in the malloc heap between steps (no page faults); "
-                    "malloc_tuning: false (or LLMTUNER_MALLOC_TUNING=0) turns this off.")
+        logger.info("CPU run: freed memory stays in the malloc heap for the next step (no page faults; "
+                    "malloc_tuning: false or LLMTUNER_MALLOC_TUNING=0 turns this off).")
     return applied
 
 

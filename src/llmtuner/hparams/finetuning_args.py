@@ -54,10 +54,12 @@ class FinetuningArguments:
     freeze_extra_modules: Optional[str] = field(
         default=None, metadata={"help": "freeze: extra non-layer modules to train, e.g. embed_tokens,lm_head."}
     )
-    chunked_loss: bool = field(
-        default=False,
+    chunked_loss: Optional[bool] = field(
+        default=None,
         metadata={"help": "pt/sft: cross-entropy at trained positions only, a chunk of logits at a time, gradients "
-                  "formed in the same pass (no batch x length x vocabulary tensor; train/chunked_loss.py)."},
+                  "formed in the same pass (no batch x length x vocabulary tensor; train/chunked_loss.py). Unset: "
+                  "on for CPU runs where it can run (most of the peak memory of a large-vocabulary model), off on "
+                  "GPUs; true: asked for (a warning when it cannot run); false: the model's own loss."},
     )
     plot_loss: bool = field(
         default=False,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from transformers import Seq2SeqTrainer
 
@@ -49,12 +49,12 @@ class LlmtunerTrainerMixin(AtomicCheckpointMixin, ChunkedLossMixin):
     callback, and ``train_resumable`` for resume + graceful stop.
     """
 
-    def __init__(self, *args: Any, chunked_loss: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, chunked_loss: Optional[bool] = False, **kwargs: Any) -> None:
         from .callbacks import LogCallback
 
         kwargs["callbacks"] = [LogCallback(), *(kwargs.get("callbacks") or [])]
         super().__init__(*args, **kwargs)
-        self.chunked_loss = chunked_loss and _chunked_loss_possible(self.model, self.args)
+        self.chunked_loss = _use_chunked_loss(chunked_loss, self.model, self.args)
 
     def train_resumable(self, overwrite_output_dir: bool = False) -> "TrainOutput":
         """``train()`` from ``args.resume_from_checkpoint`` (a folder, ``auto`` = the latest, or none).
@@ -105,14 +105,24 @@ def build_collator(tokenizer: "PreTrainedTokenizer", training_args: "Seq2SeqTrai
                                   attn_implementation=attn_implementation)
 
 
-def _chunked_loss_possible(model: Any, training_args: Any) -> bool:
+def _use_chunked_loss(requested: Optional[bool], model: Any, training_args: Any) -> bool:
+    """``chunked_loss`` true (asked for: a warning when it cannot run), false, or None: on for CPU runs where it
+    can run. On a GPU it stays opt-in: its speed there (chunks of a few dozen rows) has not been measured."""
     from .chunked_loss import unsupported_reason
 
+    if requested is False:
+        return False
+    on_cpu = training_args.use_cpu or training_args.device.type == "cpu"
+    if requested is None and not on_cpu:
+        return False
     reason = unsupported_reason(model, training_args)
     if reason:
-        logger.warning(f"chunked_loss is off for this run: {reason}; the model's own loss is used.")
+        log = logger.warning if requested else logger.info
+        log(f"chunked_loss is off for this run: {reason}; the model's own loss is used.")
         return False
-    logger.info("chunked_loss: the training loss is computed at trained positions only, a chunk of logits at a time.")
+    default = " (the default on CPU; chunked_loss: false turns it off)" if requested is None else ""
+    logger.info(f"chunked_loss{default}: the training loss is computed at trained positions only, a chunk of "
+                "logits at a time.")
     return True
 
 
