@@ -42,6 +42,8 @@ Writes JSON (default bench/peer.json, with the environment: versions, threads, C
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -62,8 +64,11 @@ PEER_VERSION, TORCH_VERSION = "0.9.5", "2.13.0"
 DEFAULT_VENV = Path.home() / ".cache" / "llmtuner" / "bench-peer" / f"llamafactory-{PEER_VERSION}-venv"
 CORPUS = ROOT.parent / "shared" / "corpora" / "alpaca_zh_demo.json"
 DATASET = "alpaca_zh_demo"
+# transformers 5 keeps rope_theta inside rope_parameters; make_tiny_model refuses the old top-level key
+QWEN05B = {**{k: v for k, v in QWEN25_05B_DIMS.items() if k != "rope_theta"},
+           "rope_parameters": {"rope_type": "default", "rope_theta": QWEN25_05B_DIMS["rope_theta"]}}
 MODELS = {"tiny": {"dims": {}, "cutoff_len": 256, "batch": 4, "steps": 30},
-          "qwen0.5b": {"dims": QWEN25_05B_DIMS, "cutoff_len": 512, "batch": 1, "steps": 5}}
+          "qwen0.5b": {"dims": QWEN05B, "cutoff_len": 512, "batch": 1, "steps": 5}}
 SIDES = ("llamafactory", "llmtuner")
 COLUMNS = ("wall", "train_runtime", "eff_tokens_per_s", "user_s", "sys_s", "minflt", "majflt", "peak_rss_mib",
            "others_cpu_s")
@@ -78,7 +83,8 @@ def peer_version(venv: Path) -> str | None:
         return None
     probe = subprocess.run([str(python), "-c", "import llamafactory, torch; import llamafactory.train.tuner; "
                             "print(llamafactory.__version__, torch.__version__)"], capture_output=True, text=True, env=peer_env({}))
-    return probe.stdout.strip() if probe.returncode == 0 and probe.stdout.startswith(PEER_VERSION) else None
+    last = (probe.stdout.strip().splitlines() or [""])[-1]  # LLaMA-Factory logs its warnings to stdout
+    return last if probe.returncode == 0 and last.startswith(PEER_VERSION) else None
 
 
 def install_peer(venv: Path) -> str:
@@ -99,8 +105,8 @@ def install_peer(venv: Path) -> str:
         [str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-y", "torchvision"],
     ]
     venv.parent.mkdir(parents=True, exist_ok=True)
-    for step in steps:
-        print(f"installing LLaMA-Factory: {' '.join(step[-3:])} ...", flush=True)
+    for number, step in enumerate(steps, start=1):
+        print(f"installing LLaMA-Factory ({number}/{len(steps)}): python {' '.join(step[1:])}", flush=True)
         subprocess.run(step, check=True)
     # torchaudio (CUDA build too) is imported by llamafactory/data/mm_plugin.py but used only for audio inputs.
     # Without its compiled libraries it imports as pure Python (its own fallback for a library not found);
@@ -145,8 +151,8 @@ def side_config(side: str, job: dict[str, Any]) -> dict[str, Any]:
         config.update(do_train=True, neat_packing=job["mode"] == "packed", include_effective_tokens_per_second=True)
         if checkpointing != "default":
             config["disable_gradient_checkpointing"] = checkpointing == "off"
-    elif checkpointing != "default":
-        config["gradient_checkpointing"] = checkpointing == "on"
+    elif checkpointing != "default":  # transformers 5.23's name; gradient_checkpointing is its deprecated alias
+        config["activation_checkpointing"] = checkpointing == "on"
     return config
 
 
@@ -161,13 +167,14 @@ def our_dataset_tokens(config: dict[str, Any]) -> tuple[int, int]:
     from llmtuner.hparams.parser import get_train_args
     from llmtuner.model import load_tokenizer
 
-    logging.getLogger("llmtuner").setLevel(logging.WARNING)  # the runs' logs show the example; not here again
+    logging.getLogger("llmtuner").setLevel(logging.WARNING)  # each run's log has these lines
     datasets.disable_progress_bars()
     model_args, data_args, training_args, _, _ = get_train_args(dict(config))
     tokenizer = load_tokenizer(model_args)
     template = get_template(data_args.template, tokenizer)
     template.fix_tokenizer(tokenizer)
-    dataset = get_dataset(template, tokenizer, data_args, training_args, stage="sft").train_dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # the first example, printed: each run's log shows it
+        dataset = get_dataset(template, tokenizer, data_args, training_args, stage="sft").train_dataset
     return len(dataset), sum(len(ids) for ids in dataset["input_ids"])
 
 

@@ -34,15 +34,15 @@ def test_both_sides_get_equal_values_and_their_own_packing_and_checkpointing_key
     assert peer["packing"] is True and peer["neat_packing"] is True and "neat_packing" not in ours
     assert (peer["max_steps"], peer["per_device_train_batch_size"], peer["learning_rate"]) == (30, 4, 1e-3)
     assert peer["include_effective_tokens_per_second"] is True and peer["do_train"] is True
-    assert peer["disable_gradient_checkpointing"] is True and ours["gradient_checkpointing"] is False
+    assert peer["disable_gradient_checkpointing"] is True and ours["activation_checkpointing"] is False
 
     on_peer, on_ours = (bench_peer.side_config(side, job("unpacked", "on")) for side in bench_peer.SIDES)
-    assert on_peer["disable_gradient_checkpointing"] is False and on_ours["gradient_checkpointing"] is True
+    assert on_peer["disable_gradient_checkpointing"] is False and on_ours["activation_checkpointing"] is True
     assert on_peer["packing"] is False and on_peer["neat_packing"] is False
 
     # "default": each tool keeps its own default (LLaMA-Factory on, llmtuner off)
     default_peer, default_ours = (bench_peer.side_config(side, job(checkpointing="default")) for side in bench_peer.SIDES)
-    assert "disable_gradient_checkpointing" not in default_peer and "gradient_checkpointing" not in default_ours
+    assert "disable_gradient_checkpointing" not in default_peer and "activation_checkpointing" not in default_ours
 
 
 def test_our_config_passes_llmtuner_checks(bench_peer, tmp_path: Path) -> None:
