@@ -3,6 +3,7 @@
     python scripts/bench_peer.py                                    # tiny model, packed and unpacked, 3 runs each
     python scripts/bench_peer.py --modes packed --runs 1 --steps 3  # a smoke run
     python scripts/bench_peer.py --model qwen0.5b --gradient_checkpointing both
+    python scripts/bench_peer.py --work_dir /tmp/peer   # keep every run's config.yaml, log.txt and output folder
 
 LLaMA-Factory is installed by this script into its own virtual environment (``--peer_venv``, default
 ~/.cache/llmtuner/bench-peer/llamafactory-0.9.5-venv), never into ours, and reused while it imports. Each run is one
@@ -70,8 +71,6 @@ QWEN05B = {**{k: v for k, v in QWEN25_05B_DIMS.items() if k != "rope_theta"},
 MODELS = {"tiny": {"dims": {}, "cutoff_len": 256, "batch": 4, "steps": 30},
           "qwen0.5b": {"dims": QWEN05B, "cutoff_len": 512, "batch": 1, "steps": 5}}
 SIDES = ("llamafactory", "llmtuner")
-COLUMNS = ("wall", "train_runtime", "eff_tokens_per_s", "user_s", "sys_s", "minflt", "majflt", "peak_rss_mib",
-           "others_cpu_s")
 
 
 # ---------------------------------------------------------------- LLaMA-Factory's own virtual environment
@@ -81,8 +80,8 @@ def peer_version(venv: Path) -> str | None:
     python = venv / "bin" / "python"
     if not python.is_file():
         return None
-    probe = subprocess.run([str(python), "-c", "import llamafactory, torch; import llamafactory.train.tuner; "
-                            "print(llamafactory.__version__, torch.__version__)"], capture_output=True, text=True, env=peer_env({}))
+    code = "import llamafactory, torch, llamafactory.train.tuner; print(llamafactory.__version__, torch.__version__)"
+    probe = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=peer_env({}))
     last = (probe.stdout.strip().splitlines() or [""])[-1]  # LLaMA-Factory logs its warnings to stdout
     return last if probe.returncode == 0 and last.startswith(PEER_VERSION) else None
 
@@ -110,7 +109,7 @@ def install_peer(venv: Path) -> str:
         subprocess.run(step, check=True)
     # torchaudio (CUDA build too) is imported by llamafactory/data/mm_plugin.py but used only for audio inputs.
     # Without its compiled libraries it imports as pure Python (its own fallback for a library not found);
-    # with them it fails on the missing libc10_cuda.so. No CPU build of torchaudio 2.13 is on PyPI.
+    # with them it fails on the missing libc10_cuda.so. PyPI has no CPU build of torchaudio.
     for library in venv.glob("lib/python3*/site-packages/torchaudio/lib/*.so"):
         library.unlink()
     if not (version := peer_version(venv)):
@@ -220,7 +219,8 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, An
         raise SystemExit(f"error: {' '.join(cmd[:3])} failed (exit {process.returncode}); log {log}:\n{tail}")
     own = usage.ru_utime + usage.ru_stime
     return {"wall": wall, "user_s": usage.ru_utime, "sys_s": usage.ru_stime, "minflt": usage.ru_minflt,
-            "majflt": usage.ru_majflt, "peak_rss_mib": usage.ru_maxrss / 1024, "others_cpu_s": max(0.0, busy1 - busy0 - own)}
+            "majflt": usage.ru_majflt, "peak_rss_mib": usage.ru_maxrss / 1024,
+            "others_cpu_s": max(0.0, busy1 - busy0 - own)}
 
 
 def train_results(output_dir: Path) -> dict[str, Any]:
@@ -282,7 +282,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for mode, checkpointing in configs:
         rows = {}
         for side in SIDES:
-            mine = [r for r in runs if (r["side"], r["mode"], r["gradient_checkpointing"]) == (side, mode, checkpointing)]
+            mine = [r for r in runs
+                    if (r["side"], r["mode"], r["gradient_checkpointing"]) == (side, mode, checkpointing)]
             if not mine:
                 continue
             times = [r["train_runtime"] for r in mine]
@@ -306,8 +307,9 @@ def print_tables(runs: list[dict[str, Any]], summary: list[dict[str, Any]]) -> N
               f"{'minflt':>10}{'majflt':>7}{'RSS MiB':>8}{'others':>7}")
     print(header + "\n" + "-" * len(header))
     for r in runs:
-        tokens = "-" if r["eff_tokens_per_s"] is None else f"{r['eff_tokens_per_s']:.0f}"
-        print(f"{r['side']:<13}{r['mode']:<9}{r['gradient_checkpointing']:<8}{r['wall']:>7.1f}{r['train_runtime']:>8.1f}"
+        tokens = "-" if r["eff_tokens_per_s"] is None else f"{r['eff_tokens_per_s']:.1f}"
+        print(f"{r['side']:<13}{r['mode']:<9}{r['gradient_checkpointing']:<8}"
+              f"{r['wall']:>7.1f}{r['train_runtime']:>8.1f}"
               f"{tokens:>10}{r['user_s']:>7.1f}{r['sys_s']:>7.1f}{r['minflt']:>10,}{r['majflt']:>7,}"
               f"{r['peak_rss_mib']:>8.0f}{r['others_cpu_s']:>7.1f}")
     print("\nsummary (train_runtime median / best / spread; ratios ours / LLaMA-Factory, < 1 = llmtuner faster)")
@@ -316,7 +318,8 @@ def print_tables(runs: list[dict[str, Any]], summary: list[dict[str, Any]]) -> N
                   f"(speed-up {1 / s['ratio_median_runtime']:.2f} / {1 / s['ratio_best_runtime']:.2f}), "
                   f"RSS x{s['ratio_peak_rss']:.2f}" if "ratio_median_runtime" in s else "")
         print(f"{s['side']:<13}{s['mode']:<9}{s['gradient_checkpointing']:<8} {s['runs']} runs: "
-              f"{s['train_runtime_median']:.1f} / {s['train_runtime_best']:.1f} s / {s['train_runtime_spread_pct']:.0f}%"
+              f"{s['train_runtime_median']:.1f} / {s['train_runtime_best']:.1f} s / "
+              f"{s['train_runtime_spread_pct']:.0f}%"
               f", peak RSS {s['peak_rss_mib_max']:.0f} MiB{ratios}")
 
 
@@ -379,6 +382,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max_wait", type=float, default=180, help="longest wait for an idle CPU, seconds")
     parser.add_argument("--peer_venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "peer.json")
+    parser.add_argument("--work_dir", type=Path, default=None,
+                        help="keep the model, configs, logs and outputs of the runs here (default: a temp folder)")
     args = parser.parse_args(argv)
     args.modes = [m for m in (args.modes or ("packed" if args.model == "qwen0.5b" else "packed,unpacked")).split(",")]
     if set(args.modes) - {"packed", "unpacked"} or args.runs < 1 or (args.steps is not None and args.steps < 1):
@@ -398,8 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     shape = MODELS[args.model]
     checkpointing = ["on", "off"] if args.gradient_checkpointing == "both" else [args.gradient_checkpointing]
     runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-peer-") as scratch:
-        work = Path(scratch)
+    with contextlib.ExitStack() as stack:
+        work = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-peer-")))
+        work.mkdir(parents=True, exist_ok=True)
         print(f"building the {args.model} model ...", flush=True)
         base = {"model_dir": make_tiny_model("qwen2", str(work / "model"), **shape["dims"]),
                 "dataset_dir": str(write_dataset_info(work / "data", CORPUS)), "cutoff_len": shape["cutoff_len"],
@@ -415,16 +421,17 @@ def main(argv: list[str] | None = None) -> int:
                     index += 1
                     print(f"[{index}/{len(jobs) * args.runs * 2}] {side} {job['mode']} checkpointing "
                           f"{job['gradient_checkpointing']}, run {repeat + 1}/{args.runs}", flush=True)
-                    idle = wait_for_idle(args.idle, args.max_wait)
+                    idle, load = wait_for_idle(args.idle, args.max_wait), os.getloadavg()[0]
                     run = run_side(side, job, work, args.peer_venv.expanduser(), index)
-                    runs.append({**run, "run": repeat + 1, "idle_before": idle, "load_1min": os.getloadavg()[0]})
+                    runs.append({**run, "run": repeat + 1, "idle_before": idle, "load_1min_before": load})
                     print(f"  train_runtime {run['train_runtime']:.1f} s, wall {run['wall']:.1f} s", flush=True)
     summary = summarize(runs)
     print(f"\n{args.model}, {base['steps']} steps, batch {base['batch']}, cutoff {base['cutoff_len']}")
     print_tables(runs, summary)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     job_info = {k: v for k, v in base.items() if k not in ("model_dir", "dataset_dir")}
-    job_info["our_dataset"] = {j["mode"]: {"rows": j["our_dataset_rows"], "tokens": j["our_dataset_tokens"]} for j in jobs}
+    job_info["our_dataset"] = {j["mode"]: {"rows": j["our_dataset_rows"], "tokens": j["our_dataset_tokens"]}
+                               for j in jobs}
     record = {"command": " ".join(["python", *sys.argv]), "model": args.model, "job": job_info,
               "environment": environment(args.peer_venv.expanduser(), peer), "runs": runs, "summary": summary}
     args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -41,7 +41,8 @@ def test_both_sides_get_equal_values_and_their_own_packing_and_checkpointing_key
     assert on_peer["packing"] is False and on_peer["neat_packing"] is False
 
     # "default": each tool keeps its own default (LLaMA-Factory on, llmtuner off)
-    default_peer, default_ours = (bench_peer.side_config(side, job(checkpointing="default")) for side in bench_peer.SIDES)
+    default_peer, default_ours = (bench_peer.side_config(side, job(checkpointing="default"))
+                                  for side in bench_peer.SIDES)
     assert "disable_gradient_checkpointing" not in default_peer and "activation_checkpointing" not in default_ours
 
 
