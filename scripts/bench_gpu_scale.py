@@ -32,15 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-QWEN25_05B_DIMS = {
-    "hidden_size": 896,
-    "intermediate_size": 4864,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 14,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 32768,
-    "rope_theta": 1000000.0,
-}
+from bench_train import QWEN25_05B_DIMS  # noqa: E402  (scripts/ is on sys.path when this file runs)
 MODES = ("qlora4", "zero3", "lora")
 WARMUP_STEPS = 2
 

@@ -65,11 +65,8 @@ PEER_VERSION, TORCH_VERSION = "0.9.5", "2.13.0"
 DEFAULT_VENV = Path.home() / ".cache" / "llmtuner" / "bench-peer" / f"llamafactory-{PEER_VERSION}-venv"
 CORPUS = ROOT.parent / "shared" / "corpora" / "alpaca_zh_demo.json"
 DATASET = "alpaca_zh_demo"
-# transformers 5 keeps rope_theta inside rope_parameters; make_tiny_model refuses the old top-level key
-QWEN05B = {**{k: v for k, v in QWEN25_05B_DIMS.items() if k != "rope_theta"},
-           "rope_parameters": {"rope_type": "default", "rope_theta": QWEN25_05B_DIMS["rope_theta"]}}
 MODELS = {"tiny": {"dims": {}, "cutoff_len": 256, "batch": 4, "steps": 30},
-          "qwen0.5b": {"dims": QWEN05B, "cutoff_len": 512, "batch": 1, "steps": 5}}
+          "qwen0.5b": {"dims": QWEN25_05B_DIMS, "cutoff_len": 512, "batch": 1, "steps": 5}}
 SIDES = ("llamafactory", "llmtuner")
 
 

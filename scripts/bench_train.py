@@ -55,8 +55,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+# transformers 5 keeps rope_theta inside rope_parameters (make_tiny_model refuses the old top-level key)
 QWEN25_05B_DIMS = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
-                   "num_key_value_heads": 2, "max_position_embeddings": 32768, "rope_theta": 1000000.0}
+                   "num_key_value_heads": 2, "max_position_embeddings": 32768,
+                   "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}
 SMALL_DIMS = {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8, "num_attention_heads": 8,
               "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 4096}
 SMALL_TOKENIZER_CORPORA = ("data/sft_demo.json", "data/pt_demo.jsonl", "../shared/corpora/alpaca_zh_demo.json")
