@@ -19,7 +19,8 @@ neither memory peaks nor process-wide settings (threads, malloc) leak from one j
 - ``ours``: llmtuner's sft path (get_dataset, load_model, LlmtunerTrainer, the CPU runtime settings of run_exp),
   same batch;
 - ``ours packed``: the same with ``packing: true`` (rows of cutoff_len 512 tokens, batch 1);
-- ``ours chunked`` / ``ours packed chunked`` (only with ``--sides``): with ``chunked_loss: true``;
+  (``ours`` and ``ours packed`` run llmtuner's defaults, so on CPU the chunked loss of train/chunked_loss.py);
+- ``ours plain loss`` / ``ours packed plain loss`` (only with ``--sides``): with ``chunked_loss: false``;
 - ``ours no malloc tuning``: ``ours`` with ``LLMTUNER_MALLOC_TUNING=0`` (see extras/cpu_runtime.py), CPU only, to
   show how much of the unpacked gap is the allocator (``--skip_ablation`` leaves it out);
 - ``mfu`` jobs: ``small``, full tuning, random tokens, batch 8 x 128 (the issue's MFU yardstick), both sides.
@@ -66,8 +67,8 @@ DATASET, TEMPLATE, LR, LORA_RANK = "sft_demo_zh_en", "qwen", 1e-4, 8
 SIDES = ("baseline", "ours", "ours_packed")
 # `ours` with LLMTUNER_MALLOC_TUNING=0: how much of ours / baseline unpacked is the allocator setting
 ABLATION = "ours_no_malloc_tuning"
-# more of ours, on request (--sides): with chunked_loss (train/chunked_loss.py)
-EXTRA_SIDES = ("ours_chunked", "ours_packed_chunked")
+# more of ours, on request (--sides): the model's own loss instead of the chunked one (train/chunked_loss.py)
+EXTRA_SIDES = ("ours_plain_loss", "ours_packed_plain_loss")
 
 
 # ---------------------------------------------------------------- the job that runs in its own process
@@ -164,7 +165,7 @@ def build_ours(job: dict):
         **training_values(job), "model_name_or_path": job["model_dir"], "stage": "sft",
         "finetuning_type": job["method"], "lora_rank": LORA_RANK, "dataset": DATASET,
         "dataset_dir": str(ROOT / "data"), "template": TEMPLATE, "cutoff_len": job["cutoff_len"],
-        "packing": "packed" in job["side"], "chunked_loss": "chunked" in job["side"], "overwrite_output_dir": True,
+        "packing": "packed" in job["side"], "chunked_loss": False if "plain_loss" in job["side"] else None, "overwrite_output_dir": True,
     })
     configure_cpu_runtime(training_args)
     tokenizer = load_tokenizer(model_args)
