@@ -6,17 +6,17 @@
 Rows: the built-in sample sft data (``sft_demo_zh_en``) tokenised by the 42M ``small`` model of
 ``scripts/bench_train.py`` (its own 32k BPE), packed into rows of ``--cutoff_len`` (512) tokens by llmtuner's packing,
 the first 1 or 4 rows per batch (``--batches``). Candidates, timed side by side in one process, interleaved round by
-round (each round times every candidate ``--iters`` times; reported: the median over all of them, and the spread
-= (max - min) / median of the per-round medians):
+round (each round times every candidate ``--iters`` times; reported, for wall time and for the process's CPU time:
+the median over all of them, and the spread = (max - min) / median of the per-round medians):
 
 - ``block mask sdpa`` (what ``attn_implementation: sdpa`` does today): padded rows, transformers'
   ``create_causal_mask`` finds the samples from the restarting ``position_ids`` and builds the 4D block-diagonal
   causal mask, one sdpa call over the whole row;
 - ``per-sample sdpa`` (defined and registered with transformers' ``AttentionInterface`` here, not in the package,
-  because it did not win; see docs/performance.md): the rows flattened without padding (the collator's
-  flash-attention layout, ``DataCollatorWithFlattening``), one causal sdpa call per sample on the ``cu_seq_lens_q``
-  boundaries that transformers passes through to the attention function; its mask function is transformers'
-  ``sdpa_mask``, so without ``cu_seq_lens_q`` it is exactly sdpa (mask creation included in the timings);
+  because it did not win under torch's default threads; see docs/performance.md): the rows flattened without padding
+  (the collator's flash-attention layout, ``DataCollatorWithFlattening``), one causal sdpa call per sample on the
+  ``cu_seq_lens_q`` boundaries that transformers passes through to the attention function; its mask function is
+  transformers' ``sdpa_mask``, so without ``cu_seq_lens_q`` it is exactly sdpa (mask creation included in the timings);
 - ``flex attention``: a document mask ``BlockMask`` and compiled ``flex_attention``; torch on CPU has no backward
   for it, so it is recorded as unavailable when the backward fails.
 
@@ -149,24 +149,31 @@ def train_step(model: Any, optimizer: Any, batch: dict, implementation: str) -> 
 
 
 def time_interleaved(calls: dict[str, Callable[[], None]], rounds: int, iters: int) -> dict[str, dict]:
-    """Every call once untimed, then `rounds` rounds each timing every call `iters` times, in turn."""
+    """Every call once untimed, then `rounds` rounds each timing every call `iters` times, in turn.
+
+    Wall time and the process's CPU time (user + system, all threads): on a shared machine the CPU time moves less
+    when other processes take cores away, though not at all is too much to hope for."""
     for call in calls.values():
         call()
-    times: dict[str, list[list[float]]] = {name: [] for name in calls}
+    times: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
             this_round = []
             for _ in range(iters):
-                start = time.perf_counter()
+                wall, cpu = time.perf_counter(), time.process_time()
                 call()
-                this_round.append(time.perf_counter() - start)
+                this_round.append((time.perf_counter() - wall, time.process_time() - cpu))
             times[name].append(this_round)
     summary = {}
     for name, per_round in times.items():
-        medians = [statistics.median(values) for values in per_round]
-        median = statistics.median(value for values in per_round for value in values)
-        summary[name] = {"median_ms": 1000 * median, "spread": (max(medians) - min(medians)) / median,
-                         "round_medians_ms": [round(1000 * m, 2) for m in medians]}
+        summary[name] = {}
+        for clock, key in ((0, "median_ms"), (1, "cpu_median_ms")):
+            medians = [statistics.median(value[clock] for value in values) for values in per_round]
+            median = statistics.median(value[clock] for values in per_round for value in values)
+            prefix = key.removesuffix("median_ms")
+            summary[name][key] = 1000 * median
+            summary[name][f"{prefix}spread"] = (max(medians) - min(medians)) / median
+            summary[name][f"{prefix}round_medians_ms"] = [round(1000 * m, 2) for m in medians]
     return summary
 
 
@@ -183,7 +190,6 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from bench_train import build_small_model
-
     register_per_sample_sdpa()
     model_dir = build_small_model(work / "small")
     tokenizer, rows = packed_rows(model_dir, args.cutoff_len)
@@ -226,15 +232,18 @@ def add_speedups(results: list[dict]) -> None:
         block = next(r for r in results if (r["level"], r["batch"], r["candidate"]) ==
                      (result["level"], result["batch"], BLOCK))
         result["speedup_vs_block_mask"] = block["median_ms"] / result["median_ms"]
+        result["cpu_speedup_vs_block_mask"] = block["cpu_median_ms"] / result["cpu_median_ms"]
 
 
 def print_table(report: dict) -> None:
-    header = f"{'level':<11} {'batch':>5} {'samples':>7} {'candidate':<16} {'median ms':>10} {'spread':>7} {'x block':>7}"
+    header = (f"{'level':<11} {'batch':>5} {'samples':>7} {'candidate':<16} {'median ms':>10} {'spread':>7} "
+              f"{'x block':>7} {'CPU ms':>9} {'spread':>7} {'x block':>7}")
     print(header)
     print("-" * len(header))
     for r in report["results"]:
         print(f"{r['level']:<11} {r['batch']:>5} {r['samples']:>7} {r['candidate']:<16} {r['median_ms']:>10.1f} "
-              f"{100 * r['spread']:>6.0f}% {r['speedup_vs_block_mask']:>7.2f}")
+              f"{100 * r['spread']:>6.0f}% {r['speedup_vs_block_mask']:>7.2f} {r['cpu_median_ms']:>9.1f} "
+              f"{100 * r['cpu_spread']:>6.0f}% {r['cpu_speedup_vs_block_mask']:>7.2f}")
     if report["flex_attention_unavailable"]:
         print(f"\nflex attention not measured: {report['flex_attention_unavailable']}")
 
@@ -268,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--iters", type=int, default=5, help="attention calls timed per candidate and round")
     parser.add_argument("--step_iters", type=int, default=2, help="train steps timed per candidate and round")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 keeps the comparison steadier on a shared machine")
     parser.add_argument("--out", default=str(ROOT / "bench" / "packed_attention.json"))
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",") if b]
@@ -276,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         report = run(args, Path(scratch))
     add_speedups(report["results"])
