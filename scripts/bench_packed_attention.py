@@ -12,11 +12,9 @@ the median over all of them, and the spread = (max - min) / median of the per-ro
 - ``block mask sdpa`` (what ``attn_implementation: sdpa`` does today): padded rows, transformers'
   ``create_causal_mask`` finds the samples from the restarting ``position_ids`` and builds the 4D block-diagonal
   causal mask, one sdpa call over the whole row;
-- ``per-sample sdpa`` (defined and registered with transformers' ``AttentionInterface`` here, not in the package,
-  because it did not win under torch's default threads; see docs/performance.md): the rows flattened without padding
-  (the collator's flash-attention layout, ``DataCollatorWithFlattening``), one causal sdpa call per sample on the
-  ``cu_seq_lens_q`` boundaries that transformers passes through to the attention function; its mask function is
-  transformers' ``sdpa_mask``, so without ``cu_seq_lens_q`` it is exactly sdpa (mask creation included in the timings);
+- ``per-sample sdpa`` (``llmtuner_packed_sdpa``, model/packed_attention.py, what CPU training with packing uses):
+  the rows flattened without padding (``DataCollatorWithFlattening``), one causal sdpa call per sample on the
+  ``cu_seq_lens_q`` boundaries (mask creation included, as in the model);
 - ``flex attention``: a document mask ``BlockMask`` and compiled ``flex_attention``; torch on CPU has no backward
   for it, so it is recorded as unavailable when the backward fails.
 
@@ -42,32 +40,6 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 BLOCK, PER_SAMPLE, FLEX = "block mask sdpa", "per-sample sdpa", "flex attention"
-PER_SAMPLE_SDPA = "bench_per_sample_sdpa"  # the name the candidate is registered under in transformers
-
-
-def per_sample_sdpa_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
-                            scaling: float | None = None, cu_seq_lens_q: Any = None, **kwargs: Any) -> tuple[Any, None]:
-    """Causal sdpa per sample of a flattened packed row (query: 1 x heads x tokens x dim); plain sdpa otherwise."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    tokens = query.shape[2]
-    if cu_seq_lens_q is None or query.shape[0] != 1 or int(cu_seq_lens_q[-1]) != tokens:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
-    bounds = cu_seq_lens_q.tolist()
-    parts = [torch.nn.functional.scaled_dot_product_attention(
-        query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], dropout_p=dropout, scale=scaling,
-        is_causal=True, enable_gqa=key.shape[1] != query.shape[1]) for start, end in zip(bounds, bounds[1:])]
-    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
-
-
-def register_per_sample_sdpa() -> None:
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
-
-    AttentionInterface.register(PER_SAMPLE_SDPA, per_sample_sdpa_forward)
-    AttentionMaskInterface.register(PER_SAMPLE_SDPA, sdpa_mask)
 
 
 def packed_rows(model_dir: str, cutoff_len: int) -> tuple[Any, list[dict]]:
@@ -91,9 +63,9 @@ def packed_rows(model_dir: str, cutoff_len: int) -> tuple[Any, list[dict]]:
 
 def collate(tokenizer: Any, rows: list[dict], candidate: str) -> dict:
     from llmtuner.data.collator import SupervisedDataCollator
+    from llmtuner.extras.constants import PACKED_SDPA_ATTENTION
 
-    # per sample: the flattened layout with cu_seq_lens that the collator builds for flash attention
-    layout = "flash_attention_2" if candidate == PER_SAMPLE else "sdpa"
+    layout = PACKED_SDPA_ATTENTION if candidate == PER_SAMPLE else "sdpa"
     return SupervisedDataCollator(tokenizer, attn_implementation=layout)(rows)
 
 
@@ -102,6 +74,8 @@ def attention_call(config: Any, batch: dict, candidate: str) -> Callable[[], Non
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import create_causal_mask
+
+    from llmtuner.model.packed_attention import packed_sdpa_attention_forward
 
     heads, dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
     positions = batch["position_ids"]
@@ -122,7 +96,7 @@ def attention_call(config: Any, batch: dict, candidate: str) -> Callable[[], Non
 
         def run() -> None:
             mask = create_causal_mask(config, embeds, None, None, position_ids=positions)
-            per_sample_sdpa_forward(module, q, k, v, mask, scaling=dim**-0.5, cu_seq_lens_q=cu_seq_lens)[
+            packed_sdpa_attention_forward(module, q, k, v, mask, scaling=dim**-0.5, cu_seq_lens_q=cu_seq_lens)[
                 0].sum().backward()
     else:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -190,7 +164,9 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from bench_train import build_small_model
-    register_per_sample_sdpa()
+    from llmtuner.model.packed_attention import register_packed_attention
+
+    per_sample = register_packed_attention()
     model_dir = build_small_model(work / "small")
     tokenizer, rows = packed_rows(model_dir, args.cutoff_len)
     config = AutoConfig.from_pretrained(model_dir)
@@ -213,7 +189,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         for name, summary in time_interleaved(calls, args.rounds, args.iters).items():
             results.append({**base, "level": "attention", "candidate": name, **summary})
         steps = {BLOCK: train_step(model, optimizer, batches[BLOCK], "sdpa"),
-                 PER_SAMPLE: train_step(model, optimizer, batches[PER_SAMPLE], PER_SAMPLE_SDPA)}
+                 PER_SAMPLE: train_step(model, optimizer, batches[PER_SAMPLE], per_sample)}
         for name, summary in time_interleaved(steps, args.rounds, args.step_iters).items():
             results.append({**base, "level": "train step", "candidate": name, **summary,
                             "real_tokens_per_s": sum(lengths) / (summary["median_ms"] / 1000)})
