@@ -175,7 +175,7 @@ def build_ours(job: dict):
         template = get_template(data_args.template, tokenizer)
         template.fix_tokenizer(tokenizer)
         module = get_dataset(template, tokenizer, data_args, training_args, stage="sft")
-    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=True)
+    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=True, packed_rows=data_args.packing)
     return LlmtunerTrainer(model=model, args=training_args, train_dataset=module.train_dataset,
                            eval_dataset=module.eval_dataset, data_collator=build_collator(tokenizer, training_args, model),
                            processing_class=tokenizer)

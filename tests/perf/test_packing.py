@@ -102,13 +102,13 @@ def real_samples(tiny_qwen2_dir, repo_root):
     return tokenizer, [dataset[i] for i in range(len(dataset))]
 
 
-def _load_full_model(model_dir: str, attn_implementation: str):
+def _load_model(model_dir: str, attn_implementation: str, packed_rows: bool = False, finetuning_type: str = "full"):
     from llmtuner.hparams import FinetuningArguments, ModelArguments
     from llmtuner.model import load_model, load_tokenizer
 
     model_args = ModelArguments(model_name_or_path=model_dir, attn_implementation=attn_implementation)
-    model = load_model(load_tokenizer(model_args), model_args, FinetuningArguments(finetuning_type="full"), True)
-    return model.float()
+    finetuning_args = FinetuningArguments(finetuning_type=finetuning_type)
+    return load_model(load_tokenizer(model_args), model_args, finetuning_args, True, packed_rows=packed_rows).float()
 
 
 def _segment_losses(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor) -> list[tuple[float, int]]:
@@ -124,14 +124,17 @@ def _segment_losses(logits: torch.Tensor, labels: torch.Tensor, positions: torch
     return found
 
 
-@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-def test_packed_losses_and_gradients_equal_samples_run_alone(real_samples, tiny_qwen2_dir, attn_implementation):
+@pytest.mark.parametrize("attn_implementation, packed_rows", [("sdpa", False), ("eager", False), ("sdpa", True)],
+                         ids=["sdpa block mask", "eager", "sdpa per sample (CPU packing)"])
+def test_packed_losses_and_gradients_equal_samples_run_alone(real_samples, tiny_qwen2_dir, attn_implementation,
+                                                             packed_rows):
     tokenizer, samples = real_samples
     examples = {key: [sample[key] for sample in samples] for key in ("input_ids", "attention_mask", "labels")}
     packed = pack_supervised_dataset(examples, DataArguments(cutoff_len=256))
     rows = [{key: packed[key][i] for key in packed} for i in range(len(packed["input_ids"]))]
     assert 1 < len(rows) < len(samples) and len({len(row["input_ids"]) for row in rows}) > 1  # padding is exercised
-    model = _load_full_model(tiny_qwen2_dir, attn_implementation)
+    model = _load_model(tiny_qwen2_dir, attn_implementation, packed_rows)
+    attn_implementation = model.config._attn_implementation  # llmtuner_packed_sdpa for packed rows on CPU
 
     alone_losses, alone_counts = {}, {}
     for index, sample in enumerate(samples):
@@ -163,6 +166,71 @@ def test_packed_losses_and_gradients_equal_samples_run_alone(real_samples, tiny_
     with torch.no_grad():
         naive = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False)
     assert abs(naive.loss.item() - out.loss.item()) > 1e-3
+
+
+def test_cpu_packed_training_runs_attention_per_sample(real_samples, tiny_qwen2_dir, llmtuner_logs):
+    """sdpa + packing + training on CPU picks llmtuner_packed_sdpa; eager and unpacked loads do not."""
+    from llmtuner.extras.constants import PACKED_SDPA_ATTENTION
+    from llmtuner.train.trainer import build_collator
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a CUDA GPU: on a GPU packed sdpa rows keep sdpa's own kernels")
+    model = _load_model(tiny_qwen2_dir, "sdpa", packed_rows=True, finetuning_type="lora")
+    assert model.config._attn_implementation == PACKED_SDPA_ATTENTION
+    assert "packed rows: attention per sample" in llmtuner_logs.text
+    assert _load_model(tiny_qwen2_dir, "eager", packed_rows=True).config._attn_implementation == "eager"
+    assert _load_model(tiny_qwen2_dir, "sdpa", packed_rows=False).config._attn_implementation == "sdpa"
+
+    # The trainer's collator flattens packed rows and sends the sample boundaries.
+    tokenizer, samples = real_samples
+    first, second = samples[0], samples[1]
+    row = {"input_ids": first["input_ids"] + second["input_ids"], "labels": first["labels"] + second["labels"],
+           "position_ids": list(range(len(first["input_ids"]))) + list(range(len(second["input_ids"])))}
+    args = type("Args", (), {"use_cpu": True, "device": torch.device("cpu")})()
+    batch = build_collator(tokenizer, args, model)([row])
+    cut = len(first["input_ids"])
+    assert batch["cu_seq_lens_q"].tolist() == [0, cut, len(row["input_ids"])] and batch["use_cache"] is False
+
+    # Attention never crosses samples, with gradient checkpointing on (LoRA, train mode): other tokens in sample 1
+    # leave the logits of sample 2 unchanged.
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    changed = dict(batch, input_ids=batch["input_ids"].clone())
+    changed["input_ids"][0, 1:cut] = (changed["input_ids"][0, 1:cut] + 7) % 1000
+    out = model(**batch)
+    out.loss.backward()  # gradients reach the adapters through the per-sample path under checkpointing
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    with torch.no_grad():
+        logits, changed_logits = out.logits[0].detach(), model(**changed).logits[0]
+    assert not torch.allclose(logits[:cut], changed_logits[:cut])
+    assert torch.allclose(logits[cut:], changed_logits[cut:], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch_fixture", ["tiny_qwen3_dir", "tiny_llama_dir"])
+def test_per_sample_attention_matches_block_mask_on_other_families(real_samples, arch_fixture, request):
+    """Qwen3 (q/k norms) and Llama pass the boundaries to the attention function too: same logits as sdpa's mask;
+    without boundaries (generation) it is plain sdpa."""
+    from transformers import AutoModelForCausalLM
+
+    from llmtuner.data.collator import SupervisedDataCollator
+    from llmtuner.extras.constants import PACKED_SDPA_ATTENTION
+    from llmtuner.model.packed_attention import register_packed_attention
+
+    tokenizer, samples = real_samples
+    model = AutoModelForCausalLM.from_pretrained(request.getfixturevalue(arch_fixture), dtype=torch.float32)
+    row = {"input_ids": samples[2]["input_ids"] + samples[3]["input_ids"],
+           "labels": samples[2]["labels"] + samples[3]["labels"],
+           "position_ids": list(range(len(samples[2]["input_ids"]))) + list(range(len(samples[3]["input_ids"])))}
+    batch = SupervisedDataCollator(tokenizer, attn_implementation=PACKED_SDPA_ATTENTION)([row])
+    prompt = torch.tensor([samples[2]["input_ids"][:12]])
+    with torch.no_grad():
+        model.set_attn_implementation("sdpa")
+        block = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        generated = model.generate(prompt, max_new_tokens=4, do_sample=False)
+        model.set_attn_implementation(register_packed_attention())
+        per_sample = model(**batch).logits
+        assert torch.equal(model.generate(prompt, max_new_tokens=4, do_sample=False), generated)
+    assert torch.allclose(block, per_sample, atol=1e-5)
 
 
 def _samples_in_packed_order(rows: list[dict], samples: list[dict]) -> list[dict]:

@@ -6,8 +6,9 @@ does natively with position ids that restart at 0 for each sample and no 2D ``at
 
 - sdpa / eager / flex: ``masking_utils`` finds the samples from the positions and builds a block-diagonal causal
   mask, so padding only lengthens the row and attention never crosses a sample boundary;
-- flash attention: the batch is flattened into one row without padding by ``DataCollatorWithFlattening``, whose
-  ``cu_seq_lens`` make flash attention run varlen, one sequence per sample.
+- flash attention and ``llmtuner_packed_sdpa`` (CPU training, model/packed_attention.py): the batch is flattened
+  into one row without padding by ``DataCollatorWithFlattening``, whose ``cu_seq_lens`` make flash attention run
+  varlen and the per-sample sdpa run once per sample.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from ..extras.constants import IGNORE_INDEX
+from ..extras.constants import IGNORE_INDEX, PACKED_SDPA_ATTENTION
 from .preprocess.packing import split_packed_row
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ class SupervisedDataCollator:
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if "position_ids" not in features[0]:
             return self._padded(list(features))
-        if "flash" in self.attn_implementation:  # flash_attention_2/3 and kernels-hub flash variants
+        # flash_attention_2/3, kernels-hub flash variants, and our per-sample sdpa all run on cu_seq_lens
+        if "flash" in self.attn_implementation or self.attn_implementation == PACKED_SDPA_ATTENTION:
             batch = self._flattened([sample for row in features for sample in split_packed_row(row)])
         else:
             batch = self._pad_packed(features)

@@ -23,11 +23,12 @@ def load_model(
     model_args: "ModelArguments",
     finetuning_args: "FinetuningArguments",
     is_trainable: bool,
+    packed_rows: bool = False,
 ) -> "PreTrainedModel":
     """``init_adapter(load_base_model(...))``: the causal LM with its adapter, ready to train or frozen for use."""
     from .adapter import init_adapter
 
-    model = load_base_model(tokenizer, model_args, finetuning_args, is_trainable)
+    model = load_base_model(tokenizer, model_args, finetuning_args, is_trainable, packed_rows)
     return init_adapter(model, model_args, finetuning_args, is_trainable)
 
 

@@ -161,14 +161,21 @@ def load_base_model(
     model_args: ModelArguments,
     finetuning_args: FinetuningArguments,
     is_trainable: bool,
+    packed_rows: bool = False,
 ) -> "PreTrainedModel":
     """The causal LM from the local folder, without any adapter: dtype, attention kernel, quantization, and the
     embeddings grown to the tokenizer. Wrap it in ``model.adapter.init_adapter`` to train or use it.
+    ``packed_rows``: the model trains on packed rows (``packing: true``); with sdpa on CPU the attention then runs
+    per sample (model/packed_attention.py).
 
     Raises ModelError when the folder holds no loadable causal LM.
     """
     folder = check_model_path(model_args.model_name_or_path)
     attn_implementation = check_attn_implementation(model_args.attn_implementation)
+    if is_trainable:
+        from .packed_attention import attention_for_training
+
+        attn_implementation = attention_for_training(attn_implementation, packed_rows)
     dtype = resolve_dtype(model_args.torch_dtype)
     quantization_config = build_quantization_config(model_args, finetuning_args, dtype)
 

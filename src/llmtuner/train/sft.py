@@ -38,7 +38,7 @@ def run_sft(
     template.fix_tokenizer(tokenizer)  # tokens it adds make load_base_model resize the embeddings
     dataset_module = get_dataset(template, tokenizer, data_args, training_args, stage="sft")
     is_trainable = training_args.do_train
-    model = init_adapter(load_base_model(tokenizer, model_args, finetuning_args, is_trainable),
+    model = init_adapter(load_base_model(tokenizer, model_args, finetuning_args, is_trainable, data_args.packing),
                          model_args, finetuning_args, is_trainable)
     trainer = LlmtunerTrainer(
         model=model,
