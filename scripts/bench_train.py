@@ -154,6 +154,7 @@ def training_values(job: dict) -> dict:
 def build_ours(job: dict):
     """llmtuner's sft workflow (train/sft.py) up to the Trainer, with run_exp's CPU runtime settings."""
 
+    from llmtuner.cli import env_defaults
     from llmtuner.data.dataset import DatasetModule, get_dataset
     from llmtuner.data.template import get_template
     from llmtuner.extras.cpu_runtime import configure_cpu_runtime
@@ -162,12 +163,14 @@ def build_ours(job: dict):
     from llmtuner.train.trainer import LlmtunerTrainer, build_collator
 
     model_args, data_args, training_args, finetuning_args, _ = get_train_args({
+        **env_defaults(),  # LLMTUNER_MALLOC_TUNING=0 of the ablation job, read as the CLI reads it
         **training_values(job), "model_name_or_path": job["model_dir"], "stage": "sft",
         "finetuning_type": job["method"], "lora_rank": LORA_RANK, "dataset": DATASET,
         "dataset_dir": str(ROOT / "data"), "template": TEMPLATE, "cutoff_len": job["cutoff_len"],
-        "packing": "packed" in job["side"], "chunked_loss": False if "plain_loss" in job["side"] else None, "overwrite_output_dir": True,
+        "packing": "packed" in job["side"], "chunked_loss": False if "plain_loss" in job["side"] else None,
+        "overwrite_output_dir": True,
     })
-    configure_cpu_runtime(training_args)
+    configure_cpu_runtime(training_args, malloc_tuning=finetuning_args.malloc_tuning)
     tokenizer = load_tokenizer(model_args)
     if job["synthetic"]:
         module = DatasetModule(synthetic_dataset(job))
@@ -176,7 +179,8 @@ def build_ours(job: dict):
         template.fix_tokenizer(tokenizer)
         module = get_dataset(template, tokenizer, data_args, training_args, stage="sft")
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=True, packed_rows=data_args.packing)
-    return LlmtunerTrainer(model=model, args=training_args, train_dataset=module.train_dataset,
+    return LlmtunerTrainer(model=model, args=training_args, chunked_loss=finetuning_args.chunked_loss,
+                           train_dataset=module.train_dataset,
                            eval_dataset=module.eval_dataset, data_collator=build_collator(tokenizer, training_args, model),
                            processing_class=tokenizer)
 
