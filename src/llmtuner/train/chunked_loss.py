@@ -26,7 +26,9 @@ from ..extras.logging import get_logger
 logger = get_logger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", "mistral")
-CHUNK_ELEMENTS = 2**25  # logits per chunk (128 MiB in float32; 32 MiB chunks made a tiny-model step 20% slower): rows = CHUNK_ELEMENTS // vocabulary
+# logits per chunk (128 MiB in float32): rows = CHUNK_ELEMENTS // vocabulary. 32 MiB chunks (55 rows of a 151k
+# vocabulary) made a step of the tiny Qwen model 20% slower than the full logits (docs/performance.md).
+CHUNK_ELEMENTS = 2**25
 
 
 def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
