@@ -30,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from bench_train import write_results  # noqa: E402  (scripts/ is on sys.path when this file runs)
 LIBS = Path("/usr/lib/x86_64-linux-gnu")
 # name -> (environment of the run, chunked_loss); environment values None = variable removed
 ALLOCATORS = {
@@ -184,13 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r['variant']:<26} {r['step_s']:>7.2f} {r['spread']:>7.0%} {r['faults_per_step']:>12,.0f} "
               f"{r['sys_s_per_step']:>10.3f} {r['peak_rss_mib']:>12.0f}{'  UNSTEADY' if r['unsteady'] else ''}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "dataset": dataset,
-            "cpu_count": os.cpu_count(), "load_average": os.getloadavg()}
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n", encoding="utf-8")
-    plot(results, out.with_suffix(".png"))
-    print(f"\nwrote {out} and {out.with_suffix('.png')}")
+    write_results(Path(args.out), {"dataset": dataset}, results, plot)
     return 0
 
 

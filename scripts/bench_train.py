@@ -487,14 +487,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{device}, {results[0]['threads']} threads, {args.steps} timed steps after {args.warmup} warm-up, "
           f"batch {args.batch} unpacked / {args.packed_batch} x {args.cutoff_len} packed, median of {args.repeats}")
     print_table(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "device": results[0]["device_name"],
-            "torch": torch.__version__, "cpu_count": os.cpu_count(), "load_average": os.getloadavg()}
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n", encoding="utf-8")
-    plot(results, out.with_suffix(".png"))
-    print(f"\nwrote {out} and {out.with_suffix('.png')}")
+    write_results(Path(args.out), {"device": results[0]["device_name"], "torch": torch.__version__}, results, plot)
     return 0
+
+
+def write_results(out: Path, meta: dict, results: list[dict], plot_results) -> None:
+    """A benchmark's JSON (its command, the machine's load and ``meta``, then ``results``) and its PNG next to it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"command": " ".join([Path(sys.executable).name, *sys.argv]), **meta, "cpu_count": os.cpu_count(),
+            "load_average": os.getloadavg()}
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n", encoding="utf-8")
+    plot_results(results, out.with_suffix(".png"))
+    print(f"\nwrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -44,12 +44,17 @@ _NEVER_TRIM = -1
 def configure_cpu_runtime(training_args: "TrainingArguments", malloc_tuning: bool = True) -> None:
     """Threads and (with ``malloc_tuning``) the allocator for a CPU run; does nothing on a GPU run. Call before
     data or model loading."""
-    if not (training_args.use_cpu or training_args.device.type == "cpu"):
+    if not is_cpu_run(training_args):
         return
     if world_size() <= 1:
         set_torch_threads()
     if malloc_tuning:
         keep_freed_memory()
+
+
+def is_cpu_run(training_args: "TrainingArguments") -> bool:
+    """The run trains on the CPU (``use_cpu``, or no accelerator)."""
+    return bool(training_args.use_cpu) or training_args.device.type == "cpu"
 
 
 def cpu_threads() -> int:

@@ -108,12 +108,10 @@ def build_collator(tokenizer: "PreTrainedTokenizer", training_args: "Seq2SeqTrai
 def _use_chunked_loss(requested: Optional[bool], model: Any, training_args: Any) -> bool:
     """``chunked_loss`` true (asked for: a warning when it cannot run), false, or None: on for CPU runs where it
     can run. On a GPU it stays opt-in: its speed there (chunks of a few dozen rows) has not been measured."""
+    from ..extras.cpu_runtime import is_cpu_run
     from .chunked_loss import unsupported_reason
 
-    if requested is False:
-        return False
-    on_cpu = training_args.use_cpu or training_args.device.type == "cpu"
-    if requested is None and not on_cpu:
+    if requested is False or (requested is None and not is_cpu_run(training_args)):
         return False
     reason = unsupported_reason(model, training_args)
     if reason:
