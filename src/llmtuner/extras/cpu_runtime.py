@@ -16,7 +16,8 @@ handed back whenever those blocks merged into the top of the heap, which depende
 landed, so the same job page-faulted 600k times a step in some runs and never in others. Skipped when the user
 chose an allocator (``LD_PRELOAD`` of jemalloc/tcmalloc, or any ``MALLOC_*`` variable) or sets
 ``malloc_tuning: false`` (recorded in run_args.yaml; the CLI turns ``LLMTUNER_MALLOC_TUNING=0`` into that
-argument). Preloading jemalloc or tcmalloc instead was measured and lost (docs/performance.md).
+argument). Preloading jemalloc (as many faults as glibc) or tcmalloc (no better) was measured instead; both
+need a system package and an environment set before the process starts (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def build_collator(tokenizer: "PreTrainedTokenizer", training_args: "Seq2SeqTrai
 
 def _use_chunked_loss(requested: Optional[bool], model: Any, training_args: Any) -> bool:
     """``chunked_loss`` true (asked for: a warning when it cannot run), false, or None: on for CPU runs where it
-    can run. On a GPU it stays opt-in: its speed there (chunks of a few dozen rows) has not been measured."""
+    can run. On a GPU it stays opt-in: its speed there has not been measured."""
     from ..extras.cpu_runtime import is_cpu_run
     from .chunked_loss import unsupported_reason
 
