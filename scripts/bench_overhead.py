@@ -110,7 +110,7 @@ def phases(model_dir: str, output_dir: str, result_file: str) -> None:
     from datasets.fingerprint import Hasher
 
     from llmtuner.data.dataset import get_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.extras.cpu_runtime import configure_cpu_runtime
     from llmtuner.hparams.parser import check_train_args_early, get_train_args
     from llmtuner.model import load_model, load_tokenizer

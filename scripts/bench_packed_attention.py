@@ -45,7 +45,7 @@ BLOCK, PER_SAMPLE, FLEX = "block mask sdpa", "per-sample sdpa", "flex attention"
 def packed_rows(model_dir: str, cutoff_len: int) -> tuple[Any, list[dict]]:
     """The sample sft data tokenised by the model's tokenizer and packed into rows of cutoff_len."""
     from llmtuner.data.dataset import get_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.hparams.parser import get_train_args
     from llmtuner.model import load_tokenizer
 

@@ -159,7 +159,7 @@ def our_dataset_tokens(config: dict[str, Any]) -> tuple[int, int]:
     import datasets
 
     from llmtuner.data.dataset import get_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.hparams.parser import get_train_args
     from llmtuner.model import load_tokenizer
 

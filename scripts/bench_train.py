@@ -156,7 +156,7 @@ def build_ours(job: dict):
 
     from llmtuner.cli import env_defaults
     from llmtuner.data.dataset import DatasetModule, get_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.extras.cpu_runtime import configure_cpu_runtime
     from llmtuner.hparams.parser import get_train_args
     from llmtuner.model import load_model, load_tokenizer

@@ -200,10 +200,10 @@ def _chat(argv: list[str]) -> Any:
     code = _usage_code(argv, "llmtuner chat <config.yaml> [key=value ...]  (type `clear` or `exit`)", CHAT_EXAMPLE)
     if code is not None:
         return code
-    from .chat.classify import points_at_classifier, run_predict
+    from .chat.classify import points_at_classifier, run_classifier_predict
 
     if points_at_classifier(argv):  # a stage cls run answers with labels: its interactive mode
-        return run_predict(argv)
+        return run_classifier_predict(argv)
     from .chat.cli_chat import run_chat
 
     return run_chat(argv)
@@ -219,7 +219,7 @@ def _test(argv: list[str]) -> Any:
     if code is not None:
         return code
     if argv[0] == "--compare":
-        from .eval.scoring_test import compare_results
+        from .eval.scoring_eval import compare_results
         from .hparams.parser import read_args
 
         folders = [item for item in argv[1:] if "=" not in item and not item.startswith("--")]
@@ -230,7 +230,7 @@ def _test(argv: list[str]) -> Any:
                               "llmtuner test --compare DIR1 DIR2 save_dir=DIR")
         compare_results(folders, options.get("save_dir"), bool(options.get("overwrite_save_dir")))
         return 0
-    from .chat.task_test import run_task_test
+    from .chat.task_runner import run_task_test
 
     return run_task_test(argv)
 
@@ -250,9 +250,9 @@ def _predict(argv: list[str]) -> Any:
 
     if points_at_reward_model(argv):  # stage rm: one score per response
         return run_reward_predict(argv)
-    from .chat.classify import run_predict
+    from .chat.classify import run_classifier_predict
 
-    return run_predict(argv)
+    return run_classifier_predict(argv)
 
 
 def _api(argv: list[str]) -> Any:

@@ -87,7 +87,7 @@ def test_tools_render_through_the_official_template_and_tool_results_round_trip(
     from llmtuner.model.chat_template import OFFICIAL_CHAT_TEMPLATES
 
     class Engine:  # the two attributes render_with_tools reads, on the real tokenizer and template
-        from llmtuner.data.template import get_template
+        from llmtuner.data.templates import get_template
 
         tokenizer = qwen_tokenizer
         template = get_template("qwen", qwen_tokenizer)

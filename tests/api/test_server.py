@@ -53,7 +53,7 @@ def weather(**fields):
 
 
 def prompt_length(tokenizer, messages, enable_thinking=True):
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
 
     return len(get_template("qwen3", tokenizer).encode_prompt(tokenizer, messages, enable_thinking=enable_thinking))
 
@@ -160,7 +160,7 @@ def test_enable_thinking_per_request(client, tokenizer):
 
 
 def test_completions_plain_and_streamed(client, tokenizer):
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
 
     prompt = get_template("qwen3", tokenizer).render_prompt(tokenizer, [{"role": "user", "content": HELLO_QUESTION}])
     expected = f"<think>\n{HELLO_REASONING}\n</think>\n\n{HELLO_ANSWER}"

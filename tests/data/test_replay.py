@@ -40,7 +40,7 @@ def test_a_small_replay_set_is_repeated_whole() -> None:
 
 def test_replay_through_get_dataset(tiny_qwen2_dir, repo_root, tmp_path) -> None:
     from llmtuner.data.dataset import get_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.model import load_tokenizer
 
     def rows(**extra):

@@ -13,7 +13,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from llmtuner.data.template import (
+from llmtuner.data.templates import (
     TEMPLATES,
     check_template_name,
     format_example_for_display,

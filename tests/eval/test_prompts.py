@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmtuner.data.template import get_template
+from llmtuner.data.templates import get_template
 from llmtuner.eval.benchmarks import Question
 from llmtuner.eval.prompts import PromptBuilder
 

@@ -23,7 +23,7 @@ from llmtuner.eval.scoring_report import (
     score_answers,
     write_report,
 )
-from llmtuner.eval.scoring_test import compare_results
+from llmtuner.eval.scoring_eval import compare_results
 from llmtuner.extras.errors import ConfigError
 
 LABELS = {"competitiveness": "产品竞争力", "innovation": "产品创新性"}

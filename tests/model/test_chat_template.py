@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from llmtuner.data.template import TEMPLATES, get_template
+from llmtuner.data.templates import TEMPLATES, get_template
 from llmtuner.model.chat_template import OFFICIAL_CHAT_TEMPLATES, chat_template_for, template_to_jinja
 
 from ..shared_files import SHARED_DIR, needs_shared_param, shared_json

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmtuner.cli import run_cli
-from llmtuner.data.template import get_template
+from llmtuner.data.templates import get_template
 from llmtuner.extras.errors import ConfigError, ModelError
 from llmtuner.model.export import export_model
 from llmtuner.model.tiny import make_tiny_model
@@ -119,7 +119,7 @@ def test_engine_on_base_plus_adapters_equals_engine_on_export(tiny_qwen2_dir, ad
 
 
 def test_export_keeps_the_last_adapters_training_record(tiny_qwen2_dir, adapters, tmp_path):
-    from llmtuner.chat.task_test import uses_task_tags
+    from llmtuner.chat.task_runner import uses_task_tags
     from llmtuner.hparams.model_args import ModelArguments
     from llmtuner.hparams.task_test_args import TaskTestArguments
 

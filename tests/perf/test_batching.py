@@ -74,7 +74,7 @@ def _batch_widths(model_dir: str, repo_root: Path, output_dir: Path, **overrides
     """(batches, sample lengths) of one epoch of the real Trainer's train dataloader over the sample data."""
 
     from llmtuner.data.dataset import get_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.model import load_model, load_tokenizer
     from llmtuner.train.trainer import LlmtunerTrainer, build_collator
 
@@ -118,7 +118,7 @@ def test_gpu_batches_are_padded_to_a_multiple_of_8(qwen_tokenizer):
 def test_preprocessing_is_cached_by_datasets(tiny_qwen2_dir, repo_root, tmp_path, packing):
     """A second run with the same data settings reads the Arrow cache instead of tokenising (and packing) again."""
     from llmtuner.data.dataset import get_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.model import load_tokenizer
 
     model_args, data_args, training_args, _, _ = get_train_args(_args(tiny_qwen2_dir, repo_root, tmp_path,
@@ -142,7 +142,7 @@ def test_tokenise_cache_key_follows_the_tokenizer_without_pickling_it(tiny_qwen2
 
     from llmtuner.data.dataset import _tokenize_fingerprint
     from llmtuner.data.preprocess.supervised import preprocess_supervised_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.hparams import DataArguments
 
     hashed = []

@@ -88,7 +88,7 @@ def test_flash_attention_batches_are_flattened_with_sample_boundaries(qwen_token
 def real_samples(tiny_qwen2_dir, repo_root):
     """Six tokenised samples of the built-in sft data, prompts trained too (so every first label counts)."""
     from llmtuner.data.dataset import get_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.hparams.parser import get_train_args
     from llmtuner.model import load_tokenizer
 

@@ -17,7 +17,7 @@ def _tokenised(stage: str, dataset: str, data_dir: Path, tokenizer, tmp_path: Pa
     from transformers import Seq2SeqTrainingArguments
 
     from llmtuner.data.dataset import get_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.hparams import DataArguments
 
     data_args = DataArguments(dataset=dataset, dataset_dir=str(data_dir), template="qwen", cutoff_len=cutoff_len)

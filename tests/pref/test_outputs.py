@@ -25,7 +25,7 @@ def test_lora_reference_is_the_base_with_the_adapter_off(tiny_qwen2_dir, pref_da
     from transformers import AutoModelForCausalLM
 
     from llmtuner.data.dataset import get_dataset
-    from llmtuner.data.template import get_template
+    from llmtuner.data.templates import get_template
     from llmtuner.hparams.parser import get_train_args
     from llmtuner.model import load_model, load_tokenizer
     from llmtuner.train.preference import build_preference_trainer

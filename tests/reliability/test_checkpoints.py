@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmtuner.extras.checkpoints import (
+from llmtuner.extras.resume_points import (
     STAGING_DIR,
     incomplete_reason,
     latest_checkpoint,
@@ -16,7 +16,7 @@ from llmtuner.extras.checkpoints import (
 )
 from llmtuner.extras.errors import ConfigError
 from llmtuner.train.callbacks import _keep_log_until
-from llmtuner.train.checkpointing import AtomicCheckpointMixin, remove_replaced_checkpoints
+from llmtuner.train.atomic_save import AtomicCheckpointMixin, remove_replaced_checkpoints
 
 
 def _checkpoint(output_dir: Path, step: int, state: str | None = "complete") -> Path:

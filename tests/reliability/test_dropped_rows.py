@@ -9,7 +9,7 @@ import pytest
 
 from llmtuner.data.converters import CONVERSATION_FEATURES
 from llmtuner.data.dataset import _tokenize
-from llmtuner.data.template import get_template
+from llmtuner.data.templates import get_template
 from llmtuner.extras.errors import DatasetError
 from llmtuner.hparams import DataArguments
 

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from llmtuner.extras.checkpoints import STAGING_DIR, incomplete_reason, latest_checkpoint
+from llmtuner.extras.resume_points import STAGING_DIR, incomplete_reason, latest_checkpoint
 from llmtuner.train.tuner import run_exp
 
 from .conftest import MAX_STEPS, SAVE_STEPS, as_argv, assert_same_adapter, launch, losses, train_args, wait_for

@@ -9,7 +9,7 @@ import signal
 import pytest
 from transformers import TrainerCallback
 
-from llmtuner.extras.checkpoints import incomplete_reason, latest_checkpoint
+from llmtuner.extras.resume_points import incomplete_reason, latest_checkpoint
 from llmtuner.extras.errors import TrainingStopped
 from llmtuner.train.signals import GracefulStopCallback
 from llmtuner.train.tuner import run_exp

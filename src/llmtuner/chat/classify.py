@@ -226,7 +226,7 @@ def points_at_classifier(argv: Union[dict[str, Any], list[str], None]) -> bool:
     return is_classifier_run(split_list(values.get("adapter_name_or_path")), str(model) if model else None)
 
 
-def run_predict(argv: Union[dict[str, Any], list[str], None] = None) -> int:
+def run_classifier_predict(argv: Union[dict[str, Any], list[str], None] = None) -> int:
     """``llmtuner predict``: ``text=...`` prints one JSON result; ``input_file=... output_file=...`` classifies a
     file; neither starts the interactive mode."""
     from ..hparams.parser import get_predict_args

@@ -21,7 +21,7 @@ class RewardScorer:
     """A loaded reward model and its template."""
 
     def __init__(self, classifier: TextClassifier) -> None:
-        from ..data.template import get_template
+        from ..data.templates import get_template
 
         self.classifier = classifier
         self.template = get_template(classifier.label_map.template, classifier.tokenizer)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer, Seq2SeqTrainingArguments
 
     from ..hparams import DataArguments
-    from .template import Template
+    from .templates import Template
 
 logger = get_logger(__name__)
 
@@ -197,7 +197,7 @@ def get_dataset(
     from datasets import DatasetDict, load_from_disk
 
     from .loader import load_conversations, load_split_conversations
-    from .template import format_example_for_display
+    from .templates import format_example_for_display
 
     if data_args.tokenized_path and os.path.isdir(data_args.tokenized_path):
         saved = load_from_disk(data_args.tokenized_path)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from ..extras.errors import ConfigError
 from ..extras.logging import get_logger, is_main_process
 from .benchmarks import CHOICES, Benchmark, Question, Subject, load_benchmark, subjects_per_task
-from .choice_scorer import ChoiceScorer, ScoringItem, build_item, predicted_letter
+from .choice_likelihood import ChoiceLikelihood, ChoiceItem, build_item, predicted_letter
 from .gsm8k import QUESTION_CUE, cut_at_next_question, extract_answer, generate_greedy, normalize_number
 from .prompts import PLAIN_TEMPLATES, Prompt, PromptBuilder
 from .results import check_save_dir, summarize, write_results
@@ -98,7 +98,7 @@ def evaluate_model(
 def preflight_eval(model_args: "ModelArguments", data_args: "DataArguments") -> None:
     """Model folder, adapters (and that they fit the base) and template name: checked from files, before any
     weights load."""
-    from ..data.template import check_template_name
+    from ..data.templates import check_template_name
     from ..model.inference import check_adapters_fit
 
     check_adapters_fit(model_args.model_name_or_path, model_args.adapter_name_or_path)
@@ -112,7 +112,7 @@ def load_for_evaluation(
     """Tokenizer, chat template (None for plain prompts) and the frozen model, on the GPU when there is one."""
     import torch
 
-    from ..data.template import check_template_name
+    from ..data.templates import check_template_name
     from ..hparams import FinetuningArguments
     from ..model.inference import load_for_inference
 
@@ -149,7 +149,7 @@ class Evaluator:
         self.data_args = data_args
         self.eval_args = eval_args
         self.max_length = data_args.cutoff_len
-        self.scorer = ChoiceScorer(model, tokenizer.pad_token_id, eval_args.batch_size, share_prefix)
+        self.scorer = ChoiceLikelihood(model, tokenizer.pad_token_id, eval_args.batch_size, share_prefix)
 
     def run(self, benchmark: Benchmark) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from tqdm.auto import tqdm
@@ -202,7 +202,7 @@ class Evaluator:
         return rows  # type: ignore[return-value]
 
     def _choice_item(self, builder: PromptBuilder, subject: Subject, question: Question,
-                     shots: list[Question]) -> tuple[ScoringItem, int]:
+                     shots: list[Question]) -> tuple[ChoiceItem, int]:
         item = build_item(self.tokenizer, builder.choice_prompt(subject.display_name, question, shots), CHOICES)
         return item, item.length
 

@@ -9,7 +9,7 @@ dropped or guessed: they are counted as parse failures (wrong in every accuracy)
 with ``*_reason`` when undefined), exact accuracy (equal after rounding), within-1 accuracy (|predicted - gold|
 <= 1), binned accuracy (same bin; ``bins`` are the inner edges, default thirds of the range: 0-9 -> [0, 3) /
 [3, 6) / [6, 9]) and the parse-failure rate (``eval/metrics/scores.py``); the reasoning quality of the predicted
-(and, for reference, the gold) think + reason text (``eval/metrics/scoring_quality.py``); and the consistency of
+(and, for reference, the gold) think + reason text (``eval/metrics/reasoning_quality.py``); and the consistency of
 predicted vs gold scores across dimensions (``eval/metrics/consistency.py``: correlation matrices over companies,
 per-dimension variance and score distribution). ``write_report`` writes ``scoring_results.json`` / ``.md``,
 ``scoring_predictions.jsonl`` and the charts (``scoring_charts.py``).
@@ -50,7 +50,7 @@ class ScoredAnswer:
     predicted: Optional[float]
     think: str
     reason: str
-    quality: dict[str, float]  # scoring_quality of the predicted think + reason
+    quality: dict[str, float]  # reasoning_quality of the predicted think + reason
     answer: str  # the whole generated answer (a multi-mode answer holds every dimension)
 
 
@@ -72,7 +72,7 @@ def score_answers(items: Sequence["ScoringTestItem"], answers: Sequence[str], sp
                   terms: Optional[Sequence[str]] = None) -> list[ScoredAnswer]:
     """One record per dimension asked in each item, read from its answer by ``read_answer_scores``."""
     from ..data.scoring import read_answer_scores
-    from .metrics.scoring_quality import DEFAULT_TERMS, scoring_quality
+    from .metrics.reasoning_quality import DEFAULT_TERMS, reasoning_quality
 
     labels, (low, high) = dict(spec.dimensions), spec.score_range
     records = []
@@ -80,7 +80,7 @@ def score_answers(items: Sequence["ScoringTestItem"], answers: Sequence[str], sp
         parsed = read_answer_scores(answer, list(item.dimensions), labels, low, high, multi)
         for name in item.dimensions:
             got = parsed[name]
-            quality = scoring_quality("\n".join(part for part in (got.think, got.reason) if part),
+            quality = reasoning_quality("\n".join(part for part in (got.think, got.reason) if part),
                                       terms or DEFAULT_TERMS)
             records.append(ScoredAnswer(item.company, name, float(item.gold[name]["score"]), got.score, got.think,
                                         got.reason, quality, answer))
@@ -115,9 +115,9 @@ def build_report(records: Sequence[ScoredAnswer], spec: "DatasetSpec", bins: Opt
         subset = [r for r in records if r.dimension == name]
         quality[name] = {"predicted": {key: mean(r.quality[key] for r in subset) for key in QUALITY_NAMES}}
         if gold_texts:
-            from .metrics.scoring_quality import scoring_quality_summary
+            from .metrics.reasoning_quality import reasoning_quality_summary
 
-            quality[name]["gold"] = scoring_quality_summary([gold_texts[(r.company, name)] for r in subset])["mean"]
+            quality[name]["gold"] = reasoning_quality_summary([gold_texts[(r.company, name)] for r in subset])["mean"]
     report["reasoning_quality"] = quality
     companies = list(dict.fromkeys(r.company for r in records))
     by_key = {(r.company, r.dimension): r for r in records}

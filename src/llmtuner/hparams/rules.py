@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..extras.checkpoints import resolve_resume_checkpoint
+from ..extras.resume_points import resolve_resume_checkpoint
 from ..extras.env import has_cuda, require_package
 from ..extras.errors import ConfigError
 from .finetuning_args import PREFERENCE_STAGES

@@ -14,7 +14,7 @@ import json
 import string
 from typing import Optional
 
-from ..data.template import Template
+from ..data.templates import Template
 from ..data.templates.jinja import JinjaTemplate
 from ..extras.errors import ConfigError
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizer
 
-    from ..data.template import Template
+    from ..data.templates import Template
     from ..hparams import DataArguments, FinetuningArguments, GeneratingArguments, ModelArguments
     from .generation import RowResult, RowSpec
 

@@ -30,7 +30,7 @@ from .loader import check_adapter_path, check_model_path
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizer
 
-    from ..data.template import Template
+    from ..data.templates import Template
     from ..hparams import ModelArguments
     from ..hparams.export_args import ExportArguments
 

@@ -19,7 +19,7 @@ from .loader import ADAPTER_CONFIG, check_adapter_path, check_model_path
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizer
 
-    from ..data.template import Template
+    from ..data.templates import Template
     from ..hparams import FinetuningArguments, ModelArguments
 
 logger = get_logger(__name__)
@@ -99,7 +99,7 @@ def load_prompt_side(
 ) -> tuple["PreTrainedTokenizer", "Template"]:
     """Everything of ``load_for_inference`` but the weights: the checked template and adapters, the tokenizer fixed
     for the template. Another engine (vLLM) generates from the prompt ids these render."""
-    from ..data.template import check_template_name, get_template
+    from ..data.templates import check_template_name, get_template
     from .loader import load_tokenizer
 
     if not template_name:

@@ -13,7 +13,7 @@ Stage ``i`` (from 1) trains into ``<output_dir>/stage_<i>_<name>`` with the conf
 tasks, ``dataset_ratios: <data_ratio>``, ``num_train_epochs: <epochs>`` and ``learning_rate``. From stage 2 on it
 resumes the previous stage's LoRA adapter (``adapter_name_or_path``; for freeze/full tuning the previous stage's
 model becomes ``model_name_or_path``). With ``test_dataset: <scoring entry>`` in the config, each finished stage
-is tested on it (``eval/scoring_test.py``; report in ``<stage>/scoring_test``, metrics under the stage's ``test``
+is tested on it (``eval/scoring_eval.py``; report in ``<stage>/scoring_test``, metrics under the stage's ``test``
 in the summary). The block is parsed into ``CurriculumArguments`` (hparams/curriculum_args.py) and removed
 before each stage's arguments are parsed. Outputs: ``curriculum_summary.json`` (per stage:
 samples, tokens, steps, time, final loss) and ``curriculum_loss.png`` (every stage's loss on one step axis).
@@ -113,7 +113,7 @@ def run_curriculum(
     task_key, stages, base = split_curriculum(read_args(args))
     test_dataset = base.pop("test_dataset", None)  # not a training argument: each finished stage is tested on it
     if test_dataset:  # a wrong entry fails now, not after the first stage trained
-        from ..eval.scoring_test import scoring_spec
+        from ..eval.scoring_eval import scoring_spec
 
         scoring_spec(test_dataset, base.get("dataset_dir", "data"))
     output_dir = Path(base["output_dir"])
@@ -147,7 +147,7 @@ def run_curriculum(
         summary.append({"stage": position, **described, "output_dir": run_args["output_dir"], "status": status,
                         **record})
         if test_dataset and is_main_process():
-            from ..eval.scoring_test import stage_test_metrics
+            from ..eval.scoring_eval import stage_test_metrics
 
             summary[-1]["test"] = stage_test_metrics(run_args, test_dataset)
     result = {"task_key": task_key, "stages": summary,

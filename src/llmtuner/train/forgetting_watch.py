@@ -66,7 +66,7 @@ class ForgettingWatch(TrainerCallback):
     # ---- scoring ----
 
     def _evaluator(self, model: Any) -> Any:
-        from ..data.template import get_template
+        from ..data.templates import get_template
         from ..eval.evaluator import Evaluator
         from ..eval.prompts import PLAIN_TEMPLATES
 

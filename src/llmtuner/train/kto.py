@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..data.dataset import get_dataset
-from ..data.template import get_template
+from ..data.templates import get_template
 from ..model import load_model, load_tokenizer
 from .preference import build_preference_trainer, load_reference_model, plot_rewards
 from .trainer_utils import print_outputs, train_and_evaluate

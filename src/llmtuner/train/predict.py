@@ -20,7 +20,7 @@ from ..extras.logging import get_logger
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainer
 
-    from ..data.template import Template
+    from ..data.templates import Template
     from ..hparams import DataArguments, GeneratingArguments
 
 logger = get_logger(__name__)
@@ -28,7 +28,7 @@ logger = get_logger(__name__)
 PREDICTIONS_FILE = "generated_predictions.jsonl"
 
 
-def run_predict(
+def predict_generations(
     trainer: "Seq2SeqTrainer",
     template: "Template",
     data_args: "DataArguments",

@@ -15,7 +15,7 @@ def preflight_checks(
     and the template name."""
     from ..data.converters import check_stage
     from ..data.registry import get_dataset_specs
-    from ..data.template import check_template_name
+    from ..data.templates import check_template_name
     from ..model.loader import check_adapter_path, check_model_path
     from .forgetting_budget import check_watch_files
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..data.dataset import get_dataset
-from ..data.template import get_template
+from ..data.templates import get_template
 from ..model import load_tokenizer
 from ..model.classifier import REWARD_LABEL, LabelMap, load_classifier
 from .preference import build_preference_trainer, plot_rewards

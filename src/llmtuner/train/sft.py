@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..data.dataset import get_dataset
-from ..data.template import get_template
+from ..data.templates import get_template
 from ..model import load_base_model, load_tokenizer
 from ..model.adapter import init_adapter
 from .forgetting_watch import attach_forgetting_watch
@@ -53,8 +53,8 @@ def run_sft(
     attach_forgetting_watch(trainer, model_args, data_args, finetuning_args)  # when forgetting_watch is set
     metrics = train_and_evaluate(trainer, finetuning_args, perplexity=True)
     if training_args.do_predict:
-        from .predict import run_predict
+        from .predict import predict_generations
 
-        metrics.update(run_predict(trainer, template, data_args, generating_args))
+        metrics.update(predict_generations(trainer, template, data_args, generating_args))
     print_outputs(trainer, finetuning_args)
     return metrics

@@ -32,7 +32,7 @@ from transformers import Seq2SeqTrainer
 
 from ..extras.errors import TrainingStopped
 from ..extras.logging import get_logger
-from .checkpointing import AtomicCheckpointMixin
+from .atomic_save import AtomicCheckpointMixin
 from .chunked_loss import ChunkedLossMixin
 
 if TYPE_CHECKING:
@@ -63,8 +63,8 @@ class LlmtunerTrainerMixin(AtomicCheckpointMixin, ChunkedLossMixin):
         the current step finishes, a checkpoint is saved, how to resume is printed, and ``TrainingStopped`` is
         raised (exit code 128 + signal number); a second signal stops at once.
         """
-        from ..extras.checkpoints import resolve_resume_checkpoint
-        from .checkpointing import remove_replaced_checkpoints
+        from ..extras.resume_points import resolve_resume_checkpoint
+        from .atomic_save import remove_replaced_checkpoints
         from .signals import GracefulStopCallback
 
         checkpoint = resolve_resume_checkpoint(self.args.resume_from_checkpoint, self.args.output_dir,
@@ -125,7 +125,7 @@ def _use_chunked_loss(requested: Optional[bool], model: Any, training_args: Any)
 
 
 def _how_to_resume(output_dir: str, state: Any, signal_name: str) -> str:
-    from ..extras.checkpoints import latest_checkpoint
+    from ..extras.resume_points import latest_checkpoint
 
     checkpoint = latest_checkpoint(output_dir)
     run_args = os.path.join(os.path.abspath(output_dir), "run_args.yaml")

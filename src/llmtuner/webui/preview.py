@@ -36,7 +36,7 @@ def first_rendered_example(config: dict[str, Any]) -> str:
     ``LlmtunerError`` as the CLI for a bad config.
     """
     from ..data.loader import load_conversations
-    from ..data.template import format_example_for_display, get_template
+    from ..data.templates import format_example_for_display, get_template
     from ..hparams.parser import check_train_args_early
     from ..model.loader import load_tokenizer
 

@@ -52,7 +52,7 @@ def build(ctx: "AppContext") -> None:
         with gr.Row():
             field("model_name_or_path", gr.Textbox(value=d["model_name_or_path"], scale=3,
                                                    elem_id="train_model", **ui.kw("model_name_or_path")))
-            from ..data.template import list_templates
+            from ..data.templates import list_templates
 
             field("template", gr.Dropdown(list(list_templates()), value=d["template"], allow_custom_value=True,
                                           elem_id="train_template", **ui.kw("template")))

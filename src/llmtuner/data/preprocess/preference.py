@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer
 
     from ...hparams import DataArguments
-    from ..template import Template
+    from ..templates import Template
 
 
 def encode_answer(

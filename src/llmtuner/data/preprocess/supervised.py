@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizer
 
     from ...hparams import DataArguments
-    from ..template import Template
+    from ..templates import Template
 
 
 def split_budget(source_len: int, target_len: int, budget: int) -> tuple[int, int]:

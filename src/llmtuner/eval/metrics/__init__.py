@@ -7,7 +7,7 @@ returns plain dicts (JSON-ready), so prediction, the test tool and the sweeps ca
 from .classification import classification_metrics, plot_confusion_matrix
 from .consistency import consistency_report, plot_score_histograms
 from .scores import parse_score, score_metrics
-from .scoring_quality import DEFAULT_TERMS, scoring_quality, scoring_quality_summary
+from .reasoning_quality import DEFAULT_TERMS, reasoning_quality, reasoning_quality_summary
 
 __all__ = [
     "DEFAULT_TERMS",
@@ -17,6 +17,6 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_score_histograms",
     "score_metrics",
-    "scoring_quality",
-    "scoring_quality_summary",
+    "reasoning_quality",
+    "reasoning_quality_summary",
 ]

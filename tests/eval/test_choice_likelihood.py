@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmtuner.data.template import get_template
+from llmtuner.data.templates import get_template
 from llmtuner.eval.benchmarks import CHOICES, load_benchmark
-from llmtuner.eval.choice_scorer import ChoiceScorer, build_item, predicted_letter
+from llmtuner.eval.choice_likelihood import ChoiceLikelihood, build_item, predicted_letter
 from llmtuner.eval.evaluator import Evaluator
 from llmtuner.eval.prompts import PromptBuilder
 from llmtuner.hparams import DataArguments, ModelArguments
@@ -86,9 +86,9 @@ def test_sharing_the_prefix_and_batching_change_no_score(tiny, benchmarks_dir):
     builder = PromptBuilder("en")
     items = [build_item(tokenizer, builder.choice_prompt(subject.display_name, q, subject.shots), CHOICES)
              for q in subject.questions]
-    baseline = ChoiceScorer(model, tokenizer.pad_token_id, batch_size=1, share_prefix=False).score(items)
+    baseline = ChoiceLikelihood(model, tokenizer.pad_token_id, batch_size=1, share_prefix=False).score(items)
     for batch_size, share in ((3, True), (7, True), (4, False)):
-        scores = ChoiceScorer(model, tokenizer.pad_token_id, batch_size=batch_size, share_prefix=share).score(items)
+        scores = ChoiceLikelihood(model, tokenizer.pad_token_id, batch_size=batch_size, share_prefix=share).score(items)
         for got, expected in zip(scores, baseline):
             assert got == pytest.approx(expected, abs=ATOL)
 
@@ -146,6 +146,6 @@ def test_tokenizers_that_split_the_letters(benchmarks_dir, merges, single_token)
         assert items[0].context[-1] == tokenizer.convert_tokens_to_ids(" ")
     else:
         assert items[0].options["A"] == [tokenizer.convert_tokens_to_ids(" A")] and len(items[0].options["B"]) == 2
-    scores = ChoiceScorer(model, tokenizer.pad_token_id, batch_size=3).score(items)
+    scores = ChoiceLikelihood(model, tokenizer.pad_token_id, batch_size=3).score(items)
     for got, prompt in zip(scores, prompts):
         assert_same_choice(got, brute_force_scores(model, tokenizer, prompt))

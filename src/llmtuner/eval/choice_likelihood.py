@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class ScoringItem:
+class ChoiceItem:
     """One question ready to score: the shared context ids and, per option, the ids that follow it."""
 
     context: list[int]
@@ -43,7 +43,7 @@ class ScoringItem:
         return all(len(ids) == 1 for ids in self.options.values())
 
 
-def build_item(tokenizer: "PreTrainedTokenizerBase", prompt: Prompt, letters: Sequence[str]) -> ScoringItem:
+def build_item(tokenizer: "PreTrainedTokenizerBase", prompt: Prompt, letters: Sequence[str]) -> ChoiceItem:
     """Tokenize ``prompt`` followed by each letter and split the ids into the common context and the options.
 
     Raises:
@@ -60,7 +60,7 @@ def build_item(tokenizer: "PreTrainedTokenizerBase", prompt: Prompt, letters: Se
         raise ModelError(f"The tokenizer gives two of the options {', '.join(letters)} the same token ids after "
                          f"{prompt.text[-20:]!r}, so they cannot be scored apart.",
                          "Use the model's own tokenizer files (a broken vocab maps letters to the unknown token).")
-    return ScoringItem(list(sequences[0][:common]), options)
+    return ChoiceItem(list(sequences[0][:common]), options)
 
 
 def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -86,8 +86,8 @@ def _without_common_special_suffix(tokenizer: "PreTrainedTokenizerBase", sequenc
     return sequences
 
 
-class ChoiceScorer:
-    """Scores ``ScoringItem``s with a causal LM: ``score(items)`` -> per item {letter: log-probability}."""
+class ChoiceLikelihood:
+    """Scores ``ChoiceItem``s with a causal LM: ``score(items)`` -> per item {letter: log-probability}."""
 
     def __init__(self, model: "PreTrainedModel", pad_token_id: int, batch_size: int = 8,
                  share_prefix: bool = True) -> None:
@@ -96,7 +96,7 @@ class ChoiceScorer:
         self.batch_size = batch_size
         self.share_prefix = share_prefix  # False only to measure what the shared KV cache saves
 
-    def score(self, items: Sequence[ScoringItem], progress: Optional[Callable[[int], None]] = None
+    def score(self, items: Sequence[ChoiceItem], progress: Optional[Callable[[int], None]] = None
               ) -> list[dict[str, float]]:
         """Scores in ``items`` order; items should share a prefix (one subject) for the cache to pay off.
 
@@ -116,7 +116,7 @@ class ChoiceScorer:
                         progress(1)
         return scores  # type: ignore[return-value]
 
-    def _next_token_scores(self, items: list[ScoringItem], progress: Optional[Callable[[int], None]]
+    def _next_token_scores(self, items: list[ChoiceItem], progress: Optional[Callable[[int], None]]
                            ) -> list[dict[str, float]]:
         import torch
 
@@ -161,7 +161,7 @@ class ChoiceScorer:
                 progress(len(batch))
         return results  # type: ignore[return-value]
 
-    def _continuation_scores(self, item: ScoringItem) -> dict[str, float]:
+    def _continuation_scores(self, item: ChoiceItem) -> dict[str, float]:
         """Sum of log-probabilities of each option's tokens: one forward per option (rare tokenizers only)."""
         import torch
 

@@ -1,7 +1,7 @@
 """``llmtuner test cfg.yaml --mode comprehensive|interactive|accuracy|all``: run a tuned model over a task test file.
 
 (With ``test_dataset=<scoring entry>`` instead of ``test_file``, it writes the scoring report of
-``eval/scoring_test.py``; ``llmtuner test --compare DIR1 DIR2 ... save_dir=D`` compares such reports.)
+``eval/scoring_eval.py``; ``llmtuner test --compare DIR1 DIR2 ... save_dir=D`` compares such reports.)
 
 The test file holds rows ``{"instruction", "input", "output", "task"}`` (``system`` optional), the layout the
 data-platform users train on. The prompt of a row is exactly its training prompt: instruction and input joined by a
@@ -188,8 +188,8 @@ def run_task_test(args: Union[dict[str, Any], list[str], None] = None) -> int:
 
     user_args = read_args(args)
     model_args, data_args, finetuning_args, generating_args, test_args = get_task_test_args(user_args)
-    if test_args.test_dataset:  # a registered scoring dataset: answers read back as scores (eval/scoring_test.py)
-        from ..eval.scoring_test import run_scoring_test
+    if test_args.test_dataset:  # a registered scoring dataset: answers read back as scores (eval/scoring_eval.py)
+        from ..eval.scoring_eval import run_scoring_test
 
         run_scoring_test(model_args, data_args, finetuning_args, generating_args, test_args, user_args)
         return 0

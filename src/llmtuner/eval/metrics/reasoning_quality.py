@@ -60,7 +60,7 @@ class QualityTargets:
     facts: int = 5
 
 
-def scoring_quality(
+def reasoning_quality(
     text: str, terms: Iterable[str] = DEFAULT_TERMS, targets: QualityTargets = QualityTargets()
 ) -> dict[str, float]:
     """The four heuristic scores of ``text`` (0-1 each) and ``overall``, their mean."""
@@ -97,12 +97,12 @@ def scoring_quality(
     return scores
 
 
-def scoring_quality_summary(
+def reasoning_quality_summary(
     texts: Sequence[str], terms: Iterable[str] = DEFAULT_TERMS, targets: QualityTargets = QualityTargets()
 ) -> dict[str, Any]:
-    """``scoring_quality`` of every text: ``{"num_texts", "mean": {score: mean}, "per_text": [...]}``."""
+    """``reasoning_quality`` of every text: ``{"num_texts", "mean": {score: mean}, "per_text": [...]}``."""
     terms = tuple(terms)
-    per_text = [scoring_quality(text, terms, targets) for text in texts]
+    per_text = [reasoning_quality(text, terms, targets) for text in texts]
     names = ("logical_coherence", "terminology", "argument_sufficiency", "specificity", "overall")
     means = {name: mean(scores[name] for scores in per_text) if per_text else None for name in names}
     return {"num_texts": len(per_text), "mean": means, "per_text": per_text}

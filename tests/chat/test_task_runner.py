@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmtuner.chat.task_test import (
+from llmtuner.chat.task_runner import (
     RowResult,
     TaskRow,
     contains,
@@ -151,7 +151,7 @@ def _run_args(folder: Path, **recorded) -> Path:
 
 
 def test_auto_task_prompt_follows_the_training_run(repo_root, tmp_path):
-    from llmtuner.chat.task_test import uses_task_tags
+    from llmtuner.chat.task_runner import uses_task_tags
     from llmtuner.hparams.model_args import ModelArguments
 
     data = str(repo_root / "data")

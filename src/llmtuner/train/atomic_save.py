@@ -14,7 +14,7 @@ import os
 import shutil
 from typing import Any, Optional
 
-from ..extras.checkpoints import CHECKPOINT_PREFIX, STAGING_DIR, TRAINER_STATE, list_checkpoints
+from ..extras.resume_points import CHECKPOINT_PREFIX, STAGING_DIR, TRAINER_STATE, list_checkpoints
 from ..extras.files import apply_umask
 from ..extras.logging import get_logger
 
