@@ -9,8 +9,12 @@ import pytest
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from llmtuner.extras.errors import ConfigError
+from llmtuner.extras.errors import ConfigError, DependencyError
+from llmtuner.model import tiny_tokenizer
 from llmtuner.model.tiny import BERT_SPECIAL_TOKENS, build_bert_tokenizer, main, make_tiny_model
+from llmtuner.model.tiny_tokenizer import BERT_CORPUS_FILES, count_bert_vocab, shipped_bert_vocab
+
+from .conftest import REPO_DATA
 
 
 def test_chinese_characters_are_single_tokens_and_text_is_wrapped_in_cls_sep(tiny_bert_dir):
@@ -55,3 +59,37 @@ def test_same_seed_gives_identical_weights_and_cli_builds_it(tmp_path, tiny_bert
         make_tiny_model("bert", str(tmp_path / "again"))
     with pytest.raises(ConfigError, match="unknown BertConfig field"):
         make_tiny_model("bert", str(tmp_path / "other"), hidden_sise=32)
+
+
+def test_shipped_vocabulary_is_the_one_counted_from_the_sample_data():
+    # The installed package carries the vocabulary (package data), not data/; it must stay what data/ gives.
+    counted = count_bert_vocab([str(REPO_DATA / name) for name in BERT_CORPUS_FILES])
+    assert shipped_bert_vocab() == counted, (
+        "data/ changed: recount the shipped vocabulary with python scripts/make_tiny_model.py --refresh-bert-vocab"
+    )
+
+
+def test_corpus_option_counts_a_vocabulary_from_the_given_files(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("工单 审批\nlakehouse lakehouse\n", encoding="utf-8")
+    assert main(["--arch", "bert", "--corpus", str(corpus), "--out", str(tmp_path / "own")]) == 0
+    vocab = AutoTokenizer.from_pretrained(tmp_path / "own").get_vocab()
+    # Characters by how many words use them (ties by text), their ## forms, then the whole words.
+    assert sorted(vocab, key=vocab.get) == [*BERT_SPECIAL_TOKENS, *"aehklosu", *"单审工批",
+                                            *(f"##{char}" for char in "aehkosu"), "lakehouse"]
+    capsys.readouterr()
+    assert main(["--arch", "bert", "--corpus", str(tmp_path / "absent.txt"), "--out", str(tmp_path / "x")]) == 2
+    assert "--corpus FILE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the Qwen models have a fixed tokenizer
+        main(["--arch", "qwen2", "--corpus", str(corpus), "--out", str(tmp_path / "y")])
+    assert "--corpus applies to --arch bert only" in capsys.readouterr().err
+
+
+def test_missing_vocabulary_file_names_a_fix_the_cli_takes(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(tiny_tokenizer, "BERT_VOCAB_RESOURCE", ("vocab", "absent.txt"))
+    with pytest.raises(DependencyError, match="missing from the installed llmtuner"):
+        build_bert_tokenizer()
+    assert main(["--arch", "bert", "--out", str(tmp_path / "bert")]) == 2
+    hint = capsys.readouterr().err.split("hint: ")[1]
+    assert "pip install ." in hint and "make-tiny-model --arch bert --corpus FILE" in hint
+    assert not (tmp_path / "bert").exists()

@@ -144,6 +144,31 @@ def test_unknown_dataset_without_close_names_lists_the_registry(tmp_path: Path) 
     assert error.hint.startswith("Registered datasets: alpha.")
 
 
+def test_unknown_dataset_suggests_no_name_that_only_shares_a_suffix(tmp_path: Path) -> None:
+    # The docs name alpaca_zh_demo; in a folder without it, "pt_demo" (same "_demo") is no answer: say how to add it.
+    folder = _registry(tmp_path, {n: {"file_name": "data.json"} for n in ("pt_demo", "medical_alpaca", "zh_instruct")})
+    error = _error(folder, "alpaca_zh_demo")
+    assert error.hint.startswith("Registered datasets: medical_alpaca, pt_demo, zh_instruct.")
+    assert f"Add an entry for 'alpaca_zh_demo' to {tmp_path / 'dataset_info.json'} ({{\"file_name\": " in error.hint
+    assert _error(folder, "zh_instruc").hint.startswith("Did you mean: zh_instruct?")  # a real typo still is
+
+
+def test_registered_corpus_that_is_not_shipped_says_where_to_get_it(repo_root: Path, tmp_path: Path) -> None:
+    # data/dataset_info.json registers alpaca_zh_demo (the docs use it) without its file: the user downloads it.
+    entry = json.loads((repo_root / "data" / "dataset_info.json").read_text(encoding="utf-8"))["alpaca_zh_demo"]
+    error = _error(_registry(tmp_path, {"alpaca_zh_demo": entry}, files=()), "alpaca_zh_demo")
+    assert error.message.startswith(f"Data file of dataset 'alpaca_zh_demo' not found: {tmp_path / 'alpaca_zh_demo.json'}")
+    assert error.hint == (
+        "This data is not shipped with llmtuner: get it from https://raw.githubusercontent.com/hiyouga/LLaMA-Factory/"
+        "main/data/alpaca_zh_demo.json (LLaMA-Factory's demo data, 1,000 rows, Apache-2.0) and save it as "
+        f"{tmp_path / 'alpaca_zh_demo.json'}."
+    )
+    (tmp_path / "alpaca_zh_demo.json").write_text("[]", encoding="utf-8")
+    assert get_dataset_specs(["alpaca_zh_demo"], str(tmp_path))[0].file_type == "json"  # placed: it resolves
+    error = _error(_registry(tmp_path / "bad", {"d": {"file_name": "data.json", "source": ["https://x"]}}))
+    assert error.message.startswith('"source": [\'https://x\'] of dataset \'d\'') and "must be text" in error.message
+
+
 def test_unknown_entry_key_suggests_the_close_one(tmp_path: Path) -> None:
     error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "formating": "alpaca"}}))
     assert error.message == f"Unknown key 'formating' in dataset 'd' in {tmp_path / 'dataset_info.json'}."

