@@ -16,11 +16,12 @@ from llmtuner.api.generate import make_job
 from llmtuner.api.prompts import build_chat_prompt
 from llmtuner.api.protocol import ChatCompletionRequest, CompletionRequest
 from llmtuner.api.vllm_backend import (
-    LoraSpec, PromptEngine, VllmQueue, check_vllm_model, completion_tokens, engine_kwargs, finish_reason, lora_spec,
+    LoraSpec, VllmQueue, check_vllm_model, completion_tokens, engine_kwargs, finish_reason, lora_spec,
     new_text, request_groups, sampling_kwargs,
 )
 from llmtuner.extras.errors import ConfigError, DependencyError
 from llmtuner.hparams import GeneratingArguments, ModelArguments
+from llmtuner.model.engine import ChatPrompts
 
 IM_START, IM_END = 151644, 151645
 # "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" as the qwen3 template renders it (thinking on)
@@ -28,19 +29,21 @@ HI_PROMPT = [IM_START, 872, 198, 13048, IM_END, 198, IM_START, 77091, 198]
 
 
 @pytest.fixture(scope="module")
-def prompt_engine(tiny_qwen3_dir) -> PromptEngine:
+def prompt_engine(tiny_qwen3_dir) -> ChatPrompts:
     from llmtuner.model.inference import load_prompt_side
 
     tokenizer, template = load_prompt_side(ModelArguments(model_name_or_path=tiny_qwen3_dir), "qwen3")
-    return PromptEngine(tokenizer, template, GeneratingArguments(), context_length=512)
+    prompts = ChatPrompts(tokenizer, template, GeneratingArguments(), context_length=512)
+    assert not hasattr(prompts, "model")  # the prompt side alone: vLLM holds the model
+    return prompts
 
 
 @dataclass
 class _State:  # what make_job reads from the server state
-    engine: PromptEngine
+    engine: ChatPrompts
 
 
-def vllm_inputs(engine: PromptEngine, body, prompts: list[list[int]], max_new: int) -> list[tuple[list[int], dict]]:
+def vllm_inputs(engine: ChatPrompts, body, prompts: list[list[int]], max_new: int) -> list[tuple[list[int], dict]]:
     """(TokensPrompt ids, SamplingParams kwargs) of each vLLM request the route's job becomes."""
     async def build():
         job = make_job(_State(engine), prompts, max_new, body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,15 @@ from llmtuner.model.classifier import LabelMap
 from llmtuner.train.tuner import run_exp
 
 from .conftest import REPO_DATA, TRAIN_ARGS, TYPE_ROWS
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 TYPE_LABELS = ("任务处理", "问题回答")  # sorted: the ids the run must assign
 
@@ -57,7 +67,15 @@ def test_lora_reaches_high_training_accuracy_and_saves_head_and_labels(lora_run)
 @pytest.mark.slow
 def test_reloaded_adapter_gives_the_trained_probabilities(lora_run, tiny_bert_dir):
     out, metrics, captured = lora_run
-    classifier = TextClassifier.from_args({"model_name_or_path": tiny_bert_dir, "adapter_name_or_path": str(out)})
+    reports = _Records()
+    transformers_logger = logging.getLogger("transformers.modeling_utils")
+    transformers_logger.addHandler(reports)
+    try:
+        classifier = TextClassifier.from_args({"model_name_or_path": tiny_bert_dir, "adapter_name_or_path": str(out)})
+    finally:
+        transformers_logger.removeHandler(reports)
+    # The head transformers would report as "newly initialized" comes from the adapter: no load report.
+    assert not [message for message in reports.messages if "LOAD REPORT" in message]
     results = classifier.predict_batch(captured.texts, batch_size=4)
     reloaded = torch.tensor([[result["probabilities"][label] for label in TYPE_LABELS] for result in results])
     torch.testing.assert_close(reloaded, captured.probabilities, rtol=0, atol=1e-6)

@@ -2,7 +2,7 @@
 
 - system/developer messages are joined into the one system prompt (templates have one system slot); consecutive
   user turns (or assistant turns) are merged with a newline instead of refused.
-- A conversation without tools goes through ``ChatEngine.encode`` (the template training used). Tools, tool calls
+- A conversation without tools goes through ``ChatPrompts.encode`` (the template training used). Tools, tool calls
   and tool results need the template's tool format, which is the Jinja chat template the model ships with: the
   official Qwen2.5 / Qwen3 text for ``qwen`` / ``qwen3``, the tokenizer's own for ``auto``. Only the ``<tool_call>``
   JSON format (Qwen, Hermes) is parsed back, so a template without it answers tools with a 400.
@@ -22,7 +22,7 @@ from .protocol import ChatCompletionRequest, NamedToolChoice
 from .reply_parser import TOOL_CALL_OPEN
 
 if TYPE_CHECKING:
-    from ..model.engine import ChatEngine
+    from ..model.engine import ChatPrompts
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ChatPrompt:
     parse_reasoning: bool
 
 
-def build_chat_prompt(engine: "ChatEngine", request: ChatCompletionRequest) -> ChatPrompt:
+def build_chat_prompt(engine: "ChatPrompts", request: ChatCompletionRequest) -> ChatPrompt:
     """Render the request's conversation. Raises ApiError (400) naming the message or field at fault."""
     tools = _checked_tools(request)
     system, turns = normalise_messages(request)
@@ -49,7 +49,7 @@ def build_chat_prompt(engine: "ChatEngine", request: ChatCompletionRequest) -> C
     return ChatPrompt(ids, prefill, parse_tools=bool(tools), parse_reasoning=reasons(engine))
 
 
-def reasons(engine: "ChatEngine") -> bool:
+def reasons(engine: "ChatPrompts") -> bool:
     """Whether replies may open with a ``<think>`` block (Qwen3, or an ``auto`` template that writes one)."""
     template = engine.template
     return template.thinking or (isinstance(template, JinjaTemplate) and "<think>" in template.chat_template)
@@ -93,7 +93,7 @@ def normalise_messages(request: ChatCompletionRequest) -> tuple[Optional[str], l
     return ("\n".join(system_parts) if system_parts else None), turns
 
 
-def tool_chat_template(engine: "ChatEngine") -> Optional[str]:
+def tool_chat_template(engine: "ChatPrompts") -> Optional[str]:
     """The Jinja text that renders tools for the served template, or None when it has no ``<tool_call>`` format."""
     from ..extras.errors import ConfigError
     from ..model.chat_template import chat_template_for
@@ -105,7 +105,7 @@ def tool_chat_template(engine: "ChatEngine") -> Optional[str]:
     return jinja if TOOL_CALL_OPEN in jinja else None
 
 
-def render_with_tools(engine: "ChatEngine", system: Optional[str], turns: list[dict[str, Any]],
+def render_with_tools(engine: "ChatPrompts", system: Optional[str], turns: list[dict[str, Any]],
                       tools: Optional[list[dict[str, Any]]], thinking: bool) -> str:
     """The generation prompt rendered by the template's tool format (tool results wrapped as the model learned)."""
     from jinja2.exceptions import TemplateError

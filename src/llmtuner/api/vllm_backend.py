@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from ..extras.errors import ConfigError
 from ..extras.logging import get_logger
-from ..model.engine import ChatEngine
+from ..model.engine import ChatPrompts
 from ..model.generation import RowResult, RowSpec, stable_length
 from .errors import ApiError
 from .protocol import new_id
@@ -152,30 +152,10 @@ def new_text(text: str, sent: int, finished: bool, stop_strings: Sequence[str]) 
     return (text[sent:safe], safe) if safe > sent else ("", sent)
 
 
-class PromptEngine(ChatEngine):
-    """The prompt side of ``ChatEngine`` (tokenizer, template, stop ids, generation defaults, context length) for a
-    model that vLLM generates with; the routes render prompts with it exactly as for the transformers backend."""
-
-    def __init__(self, tokenizer: Any, template: Any, generating_args: "GeneratingArguments", context_length: int,
-                 default_system: Optional[str] = None, enable_thinking: bool = True) -> None:
-        super().__init__(None, tokenizer, template, generating_args, default_system, enable_thinking)  # type: ignore[arg-type]
-        self._context_length = context_length
-
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    def generate_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        raise TypeError("This engine only renders prompts; vLLM generates (see api/vllm_backend.py).")
-
-    def _left_pad(self, prompts: list[list[int]]) -> Any:
-        raise TypeError("This engine only renders prompts; vLLM generates (see api/vllm_backend.py).")
-
-
 class VllmQueue:
     """Runs each job as vLLM requests on the event loop; the queue contract of api/batcher.py ``Batcher``."""
 
-    def __init__(self, engine: Any, prompt_engine: PromptEngine, lora: Optional[LoraSpec], max_in_flight: int) -> None:
+    def __init__(self, engine: Any, prompt_engine: ChatPrompts, lora: Optional[LoraSpec], max_in_flight: int) -> None:
         self.engine = engine  # vllm AsyncLLM (AsyncLLMEngine)
         self.prompt_engine = prompt_engine
         self.lora = lora
@@ -289,7 +269,7 @@ def engine_kwargs(model_args: "ModelArguments", lora: Optional[LoraSpec], max_ba
 
 
 def load_vllm(model_args: "ModelArguments", data_args: "DataArguments", generating_args: "GeneratingArguments",
-              api_args: Any) -> tuple[PromptEngine, VllmQueue]:
+              api_args: Any) -> tuple[ChatPrompts, VllmQueue]:
     """Check, then start vLLM on the model (and adapter); the prompt engine and queue the routes use."""
     from ..model.inference import load_prompt_side
 
@@ -305,8 +285,8 @@ def load_vllm(model_args: "ModelArguments", data_args: "DataArguments", generati
     engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**engine_kwargs(
         model_args, lora, api_args.max_batch_size, api_args.vllm_max_model_len, api_args.vllm_gpu_memory_utilization)))
     context = int(engine.model_config.max_model_len)
-    prompt_engine = PromptEngine(tokenizer, template, generating_args, context, data_args.default_system,
-                                 data_args.enable_thinking)
+    prompt_engine = ChatPrompts(tokenizer, template, generating_args, data_args.default_system,
+                                data_args.enable_thinking, context_length=context)
     return prompt_engine, VllmQueue(engine, prompt_engine, lora, api_args.max_batch_size + api_args.max_queue_size)
 
 

@@ -155,7 +155,11 @@ def _describe_samples(conversations: "Dataset", positions: list[int], shown: int
     return f"sample{'s' if len(positions) > 1 else ''} {numbers}" + (f" ({', '.join(names)})" if names else "")
 
 
-def _split_validation(dataset: "Dataset", val_size: float, seed: int) -> tuple["Dataset", Optional["Dataset"]]:
+def split_validation(dataset: "Dataset", val_size: float, seed: int) -> tuple["Dataset", Optional["Dataset"]]:
+    """Split ``val_size`` (a fraction, or a count when >= 1) of ``dataset`` off as the evaluation set.
+
+    Raises DatasetError when the split would leave no training sample.
+    """
     if val_size <= 0:
         return dataset, None
     size = int(val_size) if val_size >= 1 else val_size
@@ -228,9 +232,11 @@ def get_dataset(
                                    split="evaluation", source=source)
 
     if training_args.should_log:
-        _log_summary("train", train)
+        if training_args.do_train:  # an evaluation- or predict-only run trains on nothing: no train summary
+            _log_summary("train", train)
         if evaluation is not None:
             _log_summary("eval", evaluation)
+    if training_args.should_log and training_args.do_train:
         print("First training example (masked spans are not trained):")
         if "prompt_ids" in train.column_names:
             for name, answer in answers_of(train[0]):

@@ -1,8 +1,11 @@
-"""Benchmark evaluation split over the processes of a launcher (``torchrun --nproc_per_node N src/evaluate.py ...``).
+"""Benchmark evaluation split over the processes of a launcher (``torchrun --nproc_per_node N src/evaluate.py ...``,
+also ``llmtuner eval`` and ``llmtuner forgetting``).
 
-Each process loads the model on its own GPU (``LOCAL_RANK``; CPU processes split the cores), scores every N-th
-question of every subject, and the rows are gathered back into the benchmark's order, so results.json and
-predictions.jsonl are those of a single-process run; only rank 0 writes them. Without a launcher nothing changes.
+``start_eval_processes`` joins the launcher's process group (NCCL with each process on its own GPU, ``LOCAL_RANK``;
+gloo on CPU, where the entry layer gave each process its share of the cores). Each rank scores every N-th question
+of every subject (every N-th problem of GSM8K), and ``gather_predictions`` puts the rows back into the benchmark's
+order, so results.json and predictions.jsonl equal a single-process run's; only rank 0 writes them, and the other
+ranks wait for it (``wait_for_rank_zero``). Without a launcher nothing changes.
 """
 
 from __future__ import annotations
@@ -20,16 +23,14 @@ def eval_rank_and_world() -> tuple[int, int]:
 
 
 def start_eval_processes() -> None:
-    """Join the launcher's process group (NCCL on GPUs, gloo on CPUs) and quiet the non-zero ranks."""
+    """Join the launcher's process group (NCCL on GPUs, gloo on CPUs)."""
     _, world = eval_rank_and_world()
     if world <= 1:
         return
     import torch
     import torch.distributed as dist
 
-    from ..extras.distributed import setup_process
-
-    setup_process()
+    # this rank's CPU threads and quiet non-zero ranks: the entry point's cli.prepare_process
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank())

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 from .processes import is_main_process
 
@@ -42,4 +45,74 @@ def quiet_unused_deepspeed(argv: list[str]) -> None:
         deepspeed_logger.addFilter(_DropDeepSpeedCpuBanner())
 
 
-__all__ = ["get_logger", "is_main_process"]
+class _DropMessages(logging.Filter):
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+BITSANDBYTES_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+BITSANDBYTES_CPU_KERNEL = "Failed to load CPU gemm_4bit_forward"
+
+
+def quiet_unused_bitsandbytes(argv: list[str]) -> None:
+    """Drop bitsandbytes' "Failed to load CPU gemm_4bit_forward ... kernels" warning from runs that quantize nothing.
+
+    bitsandbytes logs it when it is imported on a CPU machine, and it is imported whenever it is installed:
+    transformers' trainer_utils imports peft, whose ``peft.helpers`` imports bitsandbytes unconditionally. Only a
+    4-bit run on CPU can act on it (``pip install kernels``), so it stays when ``quantization_bit`` appears in the
+    arguments or in a config file they name. Called once by the entry layer; the filter sits on that one logger.
+    """
+    if any(_mentions(arg, "quantization_bit") for arg in argv):
+        return
+    kernel_logger = logging.getLogger(BITSANDBYTES_CPU_LOGGER)
+    if not any(isinstance(f, _DropMessages) for f in kernel_logger.filters):
+        kernel_logger.addFilter(_DropMessages(BITSANDBYTES_CPU_KERNEL))
+
+
+def _mentions(arg: str, key: str) -> bool:
+    if key in arg:
+        return True
+    path = Path(arg)
+    if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+        try:
+            return key in path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return False
+    return False
+
+
+GRADIENT_CHECKPOINTING_DEPRECATION = "`is_gradient_checkpointing` is deprecated"
+
+
+def quiet_trl_gradient_checkpointing_reads() -> None:
+    """Hide transformers' FutureWarning that ``is_gradient_checkpointing`` is deprecated, and only that one.
+
+    TRL's DPO and KTO trainers read it on every step (``trl.models.utils.disable_gradient_checkpointing``, around
+    the reference forward pass), through PEFT's attribute forwarding; nothing in a run can avoid that read, and
+    the warning reappears whenever another library resets the warnings registry. For the entry layer (it changes
+    the process's warning filters), called once per process.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message=GRADIENT_CHECKPOINTING_DEPRECATION, category=FutureWarning)
+
+
+@contextmanager
+def dropped_log_records(logger_name: str, fragment: str) -> Iterator[None]:
+    """Within the block, records of the library logger ``logger_name`` whose message holds ``fragment`` are dropped
+    (for a report the caller knows to be false, e.g. a head transformers calls new that the adapter brings)."""
+    target = logging.getLogger(logger_name)
+    dropper = _DropMessages(fragment)
+    target.addFilter(dropper)
+    try:
+        yield
+    finally:
+        target.removeFilter(dropper)
+
+
+__all__ = ["dropped_log_records", "get_logger", "is_main_process", "quiet_trl_gradient_checkpointing_reads",
+           "quiet_unused_bitsandbytes", "quiet_unused_deepspeed"]

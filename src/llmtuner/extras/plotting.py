@@ -86,7 +86,18 @@ def plot_loss(output_dir: str, keys: Sequence[str] = ("loss", "eval_loss")) -> l
         path = save_png(figure, Path(output_dir) / plot_file_name(key))
         written.append(path)
         logger.info(f"Plot of {key} saved to {path}")
+    if keys and not any(key in entry for entry in history for key in keys[:1]):
+        logger.warning(_why_not_logged(keys[0], json.loads(state_file.read_text(encoding="utf-8"))))
     return written
+
+
+def _why_not_logged(key: str, state: dict) -> str:
+    """Why the training curve is missing: usually a run shorter than one logging interval."""
+    steps, every = state.get("global_step") or 0, state.get("logging_steps") or 0
+    if every > steps:
+        return (f"No {plot_file_name(key)}: {key} is logged every logging_steps={every} steps and the run took "
+                f"{steps} step(s); lower logging_steps to get a curve.")
+    return f"No {plot_file_name(key)}: {key} was never logged in trainer_state.json."
 
 
 def plot_file_name(key: str) -> str:

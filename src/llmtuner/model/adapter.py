@@ -7,16 +7,18 @@ import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import torch
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import PreTrainedModel
 
 from ..extras.errors import ConfigError, ModelError
 from ..extras.logging import get_logger
 from ..hparams import FinetuningArguments, ModelArguments
 from .paths import ADAPTER_CONFIG, check_adapter_path
+
+if TYPE_CHECKING:  # peft is imported where an adapter is made: importing it loads bitsandbytes (see init_adapter)
+    from peft import LoraConfig, PeftModel
 
 logger = get_logger(__name__)
 
@@ -27,16 +29,16 @@ def init_adapter(
     finetuning_args: FinetuningArguments,
     is_trainable: bool,
     train_embeddings: Optional[bool] = None,
-    task_type: TaskType = TaskType.CAUSAL_LM,
+    task_type: str = "CAUSAL_LM",
     always_trained: Sequence[str] = (),
 ) -> PreTrainedModel:
     """Apply ``finetuning_type`` to ``model`` and leave it ready: in train mode with only what trains requiring
     grad, or frozen in eval mode. Logs the trainable parameter count of a trainable model.
 
     ``train_embeddings`` (default: whether ``load_base_model`` grew the vocabulary) makes a LoRA run also train
-    and save the input embeddings and the output head. ``task_type`` is the PEFT task of a new LoRA adapter
-    (SEQ_CLS trains and saves the classification head with it). ``always_trained`` names modules a freeze run
-    trains whatever layers are frozen (a classifier's new head). Raises ModelError for an adapter that does not
+    and save the input embeddings and the output head. ``task_type`` is the PEFT task (``TaskType`` name) of a new
+    LoRA adapter (SEQ_CLS trains and saves the classification head with it). ``always_trained`` names modules
+    a freeze run trains whatever layers are frozen (a classifier's new head). Raises ModelError for an adapter that does not
     fit the model; the argument rules (an adapter needs lora, ...) ran in hparams before the model loaded.
     """
     if train_embeddings is None:
@@ -252,11 +254,13 @@ def build_lora_config(
     model: PreTrainedModel,
     finetuning_args: FinetuningArguments,
     train_embeddings: bool = False,
-    task_type: TaskType = TaskType.CAUSAL_LM,
-) -> LoraConfig:
+    task_type: str = "CAUSAL_LM",
+) -> "LoraConfig":
     """The PEFT LoraConfig for a new adapter on ``model``."""
     targets = resolve_lora_targets(model, finetuning_args.lora_target)
-    if task_type == TaskType.SEQ_CLS and "all" in finetuning_args.lora_target:
+    from peft import LoraConfig
+
+    if task_type == "SEQ_CLS" and "all" in finetuning_args.lora_target:
         targets = [name for name in targets if name not in CLASSIFIER_HEAD_NAMES]  # trained whole, not by LoRA
     modules_to_save = _modules_to_save(model, finetuning_args, train_embeddings)
     embedding_names = set(_embedding_module_names(model))
@@ -289,7 +293,9 @@ def _quiet_peft_wrap():
         yield
 
 
-def _load_adapter(model: PreTrainedModel, folder: Path, is_trainable: bool) -> PeftModel:
+def _load_adapter(model: PreTrainedModel, folder: Path, is_trainable: bool) -> "PeftModel":
+    from peft import PeftModel
+
     try:
         with _quiet_peft_wrap():
             return PeftModel.from_pretrained(model, str(folder), is_trainable=is_trainable)
@@ -328,7 +334,7 @@ def _init_lora(
     finetuning_args: FinetuningArguments,
     is_trainable: bool,
     train_embeddings: bool,
-    task_type: TaskType = TaskType.CAUSAL_LM,
+    task_type: str = "CAUSAL_LM",
 ) -> PreTrainedModel:
     folders = [check_adapter_path(path) for path in model_args.adapter_name_or_path or []]
     embedding_names = {_short_name(name) for name in _embedding_module_names(model)}
@@ -346,6 +352,8 @@ def _init_lora(
                     "embeddings: the new token rows stay untrained."
                 )
     elif is_trainable:
+        from peft import get_peft_model
+
         with _quiet_peft_wrap():
             model = get_peft_model(model, build_lora_config(model, finetuning_args, train_embeddings, task_type))
 
@@ -356,6 +364,8 @@ def _init_lora(
 
 def merge_adapters(model: PreTrainedModel) -> PreTrainedModel:
     """The plain transformers model with a remaining PEFT adapter folded into its weights."""
+    from peft import PeftModel
+
     if isinstance(model, PeftModel):
         model = model.merge_and_unload()
     leftover = [name for name, _ in model.named_parameters() if "lora_" in name]

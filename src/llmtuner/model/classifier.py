@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from ..extras.errors import ModelError
-from ..extras.logging import get_logger
+from ..extras.logging import dropped_log_records, get_logger
 from ..hparams import FinetuningArguments, ModelArguments
 from .loader import (
     check_attn_implementation,
@@ -130,11 +131,14 @@ def load_classifier(
     attn_implementation = check_attn_implementation(model_args.attn_implementation)
     dtype = resolve_dtype(model_args.torch_dtype)
 
-    from peft import TaskType
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from .adapter import CLASSIFIER_HEAD_NAMES, init_adapter
 
+    # Predicting with an adapter: the head transformers reports as "newly initialized" comes from the adapter
+    # (checked below), so its load report would tell the user to train what is already trained.
+    brings_head = not is_trainable and bool(model_args.adapter_name_or_path)
+    report = dropped_log_records("transformers.modeling_utils", "LOAD REPORT") if brings_head else nullcontext()
     try:
         config = AutoConfig.from_pretrained(
             str(folder), num_labels=len(label_map.labels), id2label=label_map.id2label, label2id=label_map.label2id,
@@ -143,12 +147,13 @@ def load_classifier(
         if getattr(config, "pad_token_id", None) is None:
             # Decoder classifiers read the last non-pad token, so batches need the pad id in the config.
             config.pad_token_id = tokenizer.pad_token_id
-        model, loading_info = AutoModelForSequenceClassification.from_pretrained(
-            str(folder), config=config, dtype=dtype, attn_implementation=attn_implementation,
-            trust_remote_code=model_args.trust_remote_code, local_files_only=True, output_loading_info=True,
-            # A classifier trained on other labels gets a new head when training (never when predicting).
-            ignore_mismatched_sizes=is_trainable,
-        )
+        with report:
+            model, loading_info = AutoModelForSequenceClassification.from_pretrained(
+                str(folder), config=config, dtype=dtype, attn_implementation=attn_implementation,
+                trust_remote_code=model_args.trust_remote_code, local_files_only=True, output_loading_info=True,
+                # A classifier trained on other labels gets a new head when training (never when predicting).
+                ignore_mismatched_sizes=is_trainable,
+            )
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"Cannot load a sequence classification model from {folder}: {exc}",
@@ -170,10 +175,25 @@ def load_classifier(
         if finetuning_args.finetuning_type in ("lora", "freeze"):
             model.enable_input_require_grads()
 
+    if brings_head:
+        _check_adapter_brings(Path(model_args.adapter_name_or_path[-1]), fresh, folder)
     logger.info(f"{len(label_map.labels)} labels: {', '.join(label_map.labels)}.")
     # A new head must learn whatever layers a freeze run keeps frozen.
     return init_adapter(model, model_args, finetuning_args, is_trainable, train_embeddings=resized,
-                        task_type=TaskType.SEQ_CLS, always_trained=[name for name in (head, *untrained) if name])
+                        task_type="SEQ_CLS", always_trained=[name for name in (head, *untrained) if name])
+
+
+def _check_adapter_brings(adapter: Path, fresh: list[str], folder: Path) -> None:
+    """Warn (in place of transformers' dropped load report) about weights neither the model nor the adapter has."""
+    try:
+        saved = set(json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+                    .get("modules_to_save") or [])
+    except (OSError, ValueError):
+        saved = set()
+    unbacked = [name for name in fresh if name not in saved and name.split(".")[0] not in saved]
+    if unbacked:
+        logger.warning(f"{', '.join(unbacked)} are in neither {folder} nor the adapter {adapter}: they hold random "
+                       "weights, so the predictions are not the trained classifier's.")
 
 
 def is_classifier_run(adapters: Optional[list[str]], model: Optional[str]) -> bool:

@@ -38,9 +38,51 @@ class Response:
     finish_reason: str  # "stop": a stop token ended it; "length": max_new_tokens did
 
 
-class ChatEngine:
+class ChatPrompts:
+    """The prompt side of generation, with no model: the tokenizer, the template, the default system prompt, the
+    thinking switch, stop ids, generation defaults and the context length. ``ChatEngine`` adds the transformers
+    model to it; the vLLM backend (api/vllm_backend.py) renders its prompts with it directly."""
+
+    def __init__(
+        self,
+        tokenizer: "PreTrainedTokenizer",
+        template: "Template",
+        generating_args: "GeneratingArguments",
+        default_system: Optional[str] = None,
+        enable_thinking: bool = True,
+        context_length: Optional[int] = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.template = template
+        self.generating_args = generating_args
+        self.default_system = default_system
+        self.enable_thinking = enable_thinking
+        self.stop_ids = template.stop_token_ids(tokenizer)
+        self._context_length = context_length
+
+    def encode(
+        self, messages: Messages, system: Optional[str] = None, enable_thinking: Optional[bool] = None
+    ) -> list[int]:
+        """Prompt ids of a conversation that ends with a user turn, as training renders it (``enable_thinking``
+        None: the engine's setting)."""
+        thinking = self.enable_thinking if enable_thinking is None else enable_thinking
+        return self.template.encode_prompt(
+            self.tokenizer, messages, system or self.default_system, enable_thinking=thinking
+        )
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens (prompt + reply) the model takes: the one given, else the tokenizer's limit."""
+        return int(self._context_length or self.tokenizer.model_max_length)
+
+    def prompt_text(self, messages: Messages, system: Optional[str] = None) -> str:
+        return self.tokenizer.decode(self.encode(messages, system), skip_special_tokens=False)
+
+
+class ChatEngine(ChatPrompts):
     """Generate replies to conversations (lists of ``{"role": "user"|"assistant", "content": str}``, ending with a
-    user turn). ``system`` None means the template's (or ``default_system``'s) system prompt."""
+    user turn) with a transformers model. ``system`` None means the template's (or ``default_system``'s) system
+    prompt. The prompts are rendered by ``ChatPrompts``."""
 
     def __init__(
         self,
@@ -51,13 +93,8 @@ class ChatEngine:
         default_system: Optional[str] = None,
         enable_thinking: bool = True,
     ) -> None:
+        super().__init__(tokenizer, template, generating_args, default_system, enable_thinking)
         self.model = model
-        self.tokenizer = tokenizer
-        self.template = template
-        self.generating_args = generating_args
-        self.default_system = default_system
-        self.enable_thinking = enable_thinking
-        self.stop_ids = template.stop_token_ids(tokenizer)
 
     @classmethod
     def from_args(cls, args: Union[dict[str, Any], list[str], None] = None) -> "ChatEngine":
@@ -81,26 +118,11 @@ class ChatEngine:
         tokenizer, template, model = load_for_inference(model_args, data_args.template, finetuning_args)
         return cls(model, tokenizer, template, generating_args, data_args.default_system, data_args.enable_thinking)
 
-    # ---- prompts ----
-
-    def encode(
-        self, messages: Messages, system: Optional[str] = None, enable_thinking: Optional[bool] = None
-    ) -> list[int]:
-        """Prompt ids of a conversation that ends with a user turn, as training renders it (``enable_thinking``
-        None: the engine's setting)."""
-        thinking = self.enable_thinking if enable_thinking is None else enable_thinking
-        return self.template.encode_prompt(
-            self.tokenizer, messages, system or self.default_system, enable_thinking=thinking
-        )
-
     @property
     def context_length(self) -> int:
         """Most tokens (prompt + reply) the model takes: its position limit, else the tokenizer's."""
         limit = getattr(self.model.config, "max_position_embeddings", None)
         return int(limit or self.tokenizer.model_max_length)
-
-    def prompt_text(self, messages: Messages, system: Optional[str] = None) -> str:
-        return self.tokenizer.decode(self.encode(messages, system), skip_special_tokens=False)
 
     # ---- generation ----
 

@@ -1,4 +1,5 @@
-"""Trainer callbacks: the JSONL training log users tail and tools read, and the run's resolved config."""
+"""Trainer callbacks: the JSONL training log users tail and tools read, the run's resolved config, and the label
+map of a classifier or reward model in every checkpoint."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ import json
 import os
 import time
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..extras.constants import TRAINER_LOG
 from ..extras.files import write_text_atomically
+
+if TYPE_CHECKING:
+    from ..model.classifier import LabelMap
 
 
 class LogCallback(TrainerCallback):
@@ -78,3 +83,15 @@ class SaveRunArgsCallback(TrainerCallback):
 
         if args.should_save:
             save_run_args(args.output_dir, self.user_args, self.parsed)
+
+
+class LabelMapCallback(TrainerCallback):
+    """Writes label_map.json into every checkpoint folder (stages cls and rm), so a checkpoint can be evaluated or
+    predicted with."""
+
+    def __init__(self, label_map: "LabelMap") -> None:
+        self.label_map = label_map
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self.label_map.save(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))

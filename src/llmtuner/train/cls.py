@@ -13,9 +13,6 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
 from ..data.preprocess.classification import ClassificationDatasets, get_classification_dataset
 from ..extras.env import require_package
 from ..extras.errors import ConfigError, DatasetError
@@ -27,12 +24,13 @@ from ..model.classifier import (
     load_classifier,
     read_label_map,
 )
+from .callbacks import LabelMapCallback
 from .trainer import LlmtunerTrainer
-from .trainer_utils import evaluate, print_outputs, save_trained
+from .trainer_utils import print_outputs, train_and_evaluate
 
 if TYPE_CHECKING:
     import torch
-    from transformers import EvalPrediction, Seq2SeqTrainingArguments
+    from transformers import EvalPrediction, Seq2SeqTrainingArguments, TrainerCallback
 
     from ..hparams import DataArguments, FinetuningArguments, ModelArguments
 
@@ -89,13 +87,8 @@ def run_cls(
     )
     if training_args.should_save:
         label_map.save(training_args.output_dir)
-    results: dict[str, float] = {}
-    if training_args.do_train:
-        result = trainer.train_resumable(finetuning_args.overwrite_output_dir)
-        results.update(save_trained(trainer, result, finetuning_args,
-                                    plot_keys=("loss", "eval_accuracy", "eval_macro_f1")))
-    if training_args.do_eval:
-        results.update(evaluate(trainer, perplexity=False))
+    results = train_and_evaluate(trainer, finetuning_args, perplexity=False,
+                                 plot_keys=("loss", "eval_accuracy", "eval_macro_f1"))
     if trainer.is_world_process_zero():
         if metrics.last is not None and training_args.do_eval:
             _write_report(training_args.output_dir, metrics.last)
@@ -195,17 +188,6 @@ class ClassificationMetrics:
         for label, scores in self.last["per_label"].items():
             flat.update({f"{name}_{label}": scores[name] for name in ("precision", "recall", "f1")})
         return flat
-
-
-class LabelMapCallback(TrainerCallback):
-    """Writes label_map.json into every checkpoint folder, so a checkpoint can be evaluated or predicted with."""
-
-    def __init__(self, label_map: LabelMap) -> None:
-        self.label_map = label_map
-
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if state.is_world_process_zero:
-            self.label_map.save(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))
 
 
 def _write_report(output_dir: str, report: dict[str, Any]) -> None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..data.dataset import get_dataset
-from ..data.templates import get_template
-from ..model import load_model, load_tokenizer
+from ..model import load_model
 from .preference import build_preference_trainer, load_reference_model, plot_rewards
-from .trainer_utils import print_outputs, train_and_evaluate
+from .trainer_utils import load_tokenizer_and_template, print_outputs, train_and_evaluate
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
@@ -28,9 +27,7 @@ def run_kto(
 
     Raises DatasetError for a missing or non-boolean kto_tag column before any weights load.
     """
-    tokenizer = load_tokenizer(model_args)
-    template = get_template(data_args.template, tokenizer)
-    template.fix_tokenizer(tokenizer)
+    tokenizer, template = load_tokenizer_and_template(model_args, data_args)
     dataset_module = get_dataset(template, tokenizer, data_args, training_args, stage="kto")
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=training_args.do_train)
     ref_model = load_reference_model(tokenizer, model_args, finetuning_args)

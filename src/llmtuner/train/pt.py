@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..data.dataset import get_dataset
-from ..model import load_base_model, load_tokenizer
-from ..model.adapter import init_adapter
+from ..model import load_model, load_tokenizer
 from .forgetting_watch import attach_forgetting_watch
-from .trainer import LlmtunerTrainer, build_collator
+from .trainer import build_lm_trainer
 from .trainer_utils import print_outputs, train_and_evaluate
 
 if TYPE_CHECKING:
@@ -31,19 +30,8 @@ def run_pt(
     """
     tokenizer = load_tokenizer(model_args)
     dataset_module = get_dataset(None, tokenizer, data_args, training_args, stage="pt")
-    is_trainable = training_args.do_train
-    model = init_adapter(load_base_model(tokenizer, model_args, finetuning_args, is_trainable),
-                         model_args, finetuning_args, is_trainable)
-    trainer = LlmtunerTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset_module.train_dataset,
-        eval_dataset=dataset_module.eval_dataset,
-        data_collator=build_collator(tokenizer, training_args, model),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        chunked_loss=finetuning_args.chunked_loss,
-    )
+    model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
+    trainer = build_lm_trainer(model, tokenizer, training_args, finetuning_args, dataset_module, callbacks)
     attach_forgetting_watch(trainer, model_args, data_args, finetuning_args)  # when forgetting_watch is set
     metrics = train_and_evaluate(trainer, finetuning_args, perplexity=True)
     print_outputs(trainer, finetuning_args)

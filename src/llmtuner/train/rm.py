@@ -7,11 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..data.dataset import get_dataset
-from ..data.templates import get_template
-from ..model import load_tokenizer
 from ..model.classifier import REWARD_LABEL, LabelMap, load_classifier
+from .callbacks import LabelMapCallback
 from .preference import build_preference_trainer, plot_rewards
-from .trainer_utils import print_outputs, train_and_evaluate
+from .trainer_utils import load_tokenizer_and_template, print_outputs, train_and_evaluate
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
@@ -30,11 +29,7 @@ def run_rm(
 
     Raises DatasetError for data that is not pairwise before any weights load.
     """
-    from .cls import LabelMapCallback
-
-    tokenizer = load_tokenizer(model_args)
-    template = get_template(data_args.template, tokenizer)
-    template.fix_tokenizer(tokenizer)
+    tokenizer, template = load_tokenizer_and_template(model_args, data_args)
     dataset_module = get_dataset(template, tokenizer, data_args, training_args, stage="rm")
     label_map = LabelMap((REWARD_LABEL,), template=data_args.template)
     model = load_classifier(tokenizer, model_args, finetuning_args, label_map, is_trainable=training_args.do_train)

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..data.dataset import get_dataset
-from ..data.templates import get_template
-from ..model import load_base_model, load_tokenizer
-from ..model.adapter import init_adapter
+from ..model import load_model
 from .forgetting_watch import attach_forgetting_watch
-from .trainer import LlmtunerTrainer, build_collator
-from .trainer_utils import print_outputs, train_and_evaluate
+from .trainer import build_lm_trainer
+from .trainer_utils import load_tokenizer_and_template, print_outputs, train_and_evaluate
 
 if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
@@ -33,23 +31,10 @@ def run_sft(
     Raises DatasetError / ModelError for data or a model that cannot be used, TrainingStopped on SIGINT/SIGTERM.
     (The argument rules, e.g. do_predict needing predict_with_generate, ran in hparams/rules.py before this.)
     """
-    tokenizer = load_tokenizer(model_args)
-    template = get_template(data_args.template, tokenizer)
-    template.fix_tokenizer(tokenizer)  # tokens it adds make load_base_model resize the embeddings
+    tokenizer, template = load_tokenizer_and_template(model_args, data_args)
     dataset_module = get_dataset(template, tokenizer, data_args, training_args, stage="sft")
-    is_trainable = training_args.do_train
-    model = init_adapter(load_base_model(tokenizer, model_args, finetuning_args, is_trainable, data_args.packing),
-                         model_args, finetuning_args, is_trainable)
-    trainer = LlmtunerTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset_module.train_dataset,
-        eval_dataset=dataset_module.eval_dataset,
-        data_collator=build_collator(tokenizer, training_args, model),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        chunked_loss=finetuning_args.chunked_loss,
-    )
+    model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, data_args.packing)
+    trainer = build_lm_trainer(model, tokenizer, training_args, finetuning_args, dataset_module, callbacks)
     attach_forgetting_watch(trainer, model_args, data_args, finetuning_args)  # when forgetting_watch is set
     metrics = train_and_evaluate(trainer, finetuning_args, perplexity=True)
     if training_args.do_predict:

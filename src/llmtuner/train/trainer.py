@@ -36,8 +36,11 @@ from .atomic_save import AtomicCheckpointMixin
 from .chunked_loss import ChunkedLossMixin
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizer, Seq2SeqTrainingArguments
+    from transformers import PreTrainedModel, PreTrainedTokenizer, Seq2SeqTrainingArguments, TrainerCallback
     from transformers.trainer_utils import TrainOutput
+
+    from ..data.dataset import DatasetModule
+    from ..hparams import FinetuningArguments
 
 logger = get_logger(__name__)
 
@@ -91,6 +94,23 @@ class LlmtunerTrainerMixin(AtomicCheckpointMixin, ChunkedLossMixin):
 class LlmtunerTrainer(LlmtunerTrainerMixin, Seq2SeqTrainer):
     """The Trainer of stages pt, sft and cls (Seq2SeqTrainer without predict_with_generate is the plain
     Trainer; sft's generation goes through model/engine.py)."""
+
+
+def build_lm_trainer(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizer",
+                     training_args: "Seq2SeqTrainingArguments", finetuning_args: "FinetuningArguments",
+                     dataset_module: "DatasetModule",
+                     callbacks: Optional[list["TrainerCallback"]] = None) -> LlmtunerTrainer:
+    """The causal-LM trainer of stages pt and sft: our collator, the chunked loss where it can run."""
+    return LlmtunerTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset_module.train_dataset,
+        eval_dataset=dataset_module.eval_dataset,
+        data_collator=build_collator(tokenizer, training_args, model),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        chunked_loss=finetuning_args.chunked_loss,
+    )
 
 
 def build_collator(tokenizer: "PreTrainedTokenizer", training_args: "Seq2SeqTrainingArguments",

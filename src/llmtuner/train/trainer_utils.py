@@ -1,4 +1,5 @@
-"""The steps after training that every stage recipe shares: save the trained run, evaluate, print where it is."""
+"""The steps every stage recipe shares: tokenizer and template before the data; after the Trainer, train → save →
+evaluate, and print where the outputs are."""
 
 from __future__ import annotations
 
@@ -9,12 +10,26 @@ from typing import TYPE_CHECKING, Sequence
 from ..extras.logging import get_logger
 
 if TYPE_CHECKING:
-    from transformers import Trainer
+    from transformers import PreTrainedTokenizer, Trainer
     from transformers.trainer_utils import TrainOutput
 
-    from ..hparams import FinetuningArguments
+    from ..data.templates import Template
+    from ..hparams import DataArguments, FinetuningArguments, ModelArguments
 
 logger = get_logger(__name__)
+
+
+def load_tokenizer_and_template(model_args: "ModelArguments",
+                                data_args: "DataArguments") -> tuple["PreTrainedTokenizer", "Template"]:
+    """The tokenizer and the chat template of ``data_args.template``, fitted to each other: the tokens the template
+    adds to the tokenizer make ``load_base_model`` resize the embeddings."""
+    from ..data.templates import get_template
+    from ..model import load_tokenizer
+
+    tokenizer = load_tokenizer(model_args)
+    template = get_template(data_args.template, tokenizer)
+    template.fix_tokenizer(tokenizer)
+    return tokenizer, template
 
 
 def save_trained(trainer: "Trainer", result: "TrainOutput", finetuning_args: "FinetuningArguments",

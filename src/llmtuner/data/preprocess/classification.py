@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ...extras.errors import ConfigError, DatasetError
 from ...extras.logging import get_logger
-from ..dataset import DatasetModule, _split_validation, tokenize_rows
+from ..dataset import DatasetModule, split_validation, tokenize_rows
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -148,7 +148,7 @@ def get_classification_dataset(
         train = _tokenize(train_rows, tokenizer, data_args, max_length, label2id) if train_rows is not None else None
         evaluation = _tokenize(eval_rows, tokenizer, data_args, max_length, label2id) if eval_rows is not None else None
         if train is not None and evaluation is None and data_args.val_size:
-            train, evaluation = _split_validation(train, data_args.val_size, training_args.seed)
+            train, evaluation = split_validation(train, data_args.val_size, training_args.seed)
         class_label = ClassLabel(names=list(labels))  # keeps the names with the ids inside the dataset
         train, evaluation = (split.cast_column("labels", class_label) if split is not None else None
                              for split in (train, evaluation))
