@@ -1,7 +1,7 @@
 """Load the tokenizer and the model from a local folder and apply LoRA / freeze / full tuning.
 
-A recipe writes ``model = init_adapter(load_base_model(tokenizer, ...), ...)``; ``load_model`` is that line for
-callers that want both at once. Importing this package stays free of torch; the heavy imports happen when a
+Every recipe builds its model with ``load_model`` (``init_adapter(load_base_model(tokenizer, ...), ...)`` in one
+call). Importing this package stays free of torch; the heavy imports happen when a
 loader function runs.
 """
 

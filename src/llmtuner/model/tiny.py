@@ -38,7 +38,7 @@ from .tiny_tokenizer import (  # noqa: F401 (re-exported: tests and scripts buil
     QWEN_TEXT_TOKENS,
     QWEN_TOKENIZER_CLASS,
     TINY_MAX_POSITIONS,
-    _save_tokenizer,
+    save_tokenizer,
     build_bert_tokenizer,
     build_qwen_tokenizer,
     qwen_tiktoken_file,
@@ -255,7 +255,7 @@ def _save_model(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, tokenizer_class: str, directory: Path
 ) -> None:
     model.save_pretrained(directory)  # safetensors is the only format transformers 5 writes
-    _save_tokenizer(tokenizer, directory, tokenizer_class=tokenizer_class)
+    save_tokenizer(tokenizer, directory, tokenizer_class=tokenizer_class)
 
 
 # ---------------------------------------------------------------- bert (an encoder for stage cls)

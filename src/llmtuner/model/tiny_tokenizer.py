@@ -111,11 +111,11 @@ def build_qwen_tokenizer(out_dir: str | None = None, *, chat_template: str | Non
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     if out_dir is not None:
-        _save_tokenizer(tokenizer, out_dir, tokenizer_class=QWEN_TOKENIZER_CLASS)
+        save_tokenizer(tokenizer, out_dir, tokenizer_class=QWEN_TOKENIZER_CLASS)
     return tokenizer
 
 
-def _save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path, *, tokenizer_class: str) -> None:
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path, *, tokenizer_class: str) -> None:
     """Save ``tokenizer`` with ``tokenizer_class`` declared in tokenizer_config.json.
 
     transformers records the Python class that saved the tokenizer (here the generic backend). Declaring the class
