@@ -67,9 +67,9 @@ def start_ui(workdir: Path, runs_dir: Path, log_file: Path, port: Optional[int] 
     src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
     with open(log_file, "wb") as log:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # its own process group, so a test can signal it as a terminal would
             [sys.executable, "-m", "llmtuner.cli", "webui", "--port", str(port), "--runs-dir", str(runs_dir),
-             *extra_args], cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+             *extra_args], cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -184,12 +184,31 @@ def fill_train_form(page: Page, model_dir: str, output_dir: str, dataset: str = 
     page.fill("train_output_dir", output_dir)
 
 
+# The points a Gradio LinePlot drew: it renders with Vega as SVG, and Vega labels each point mark for screen
+# readers "step: 3; loss: 2.25; kind: train" (an empty plot holds only an icon, no marks).
+_PLOTTED_POINTS = """
+return Array.from(document.querySelectorAll(arguments[0] + ' svg path[aria-roledescription="point"]'))
+  .map(mark => mark.getAttribute('aria-label'));
+"""
+
+
+def plotted_points(page: Page, elem_id: str = "train_loss_plot") -> list[dict[str, Any]]:
+    """The points drawn in the plot ``elem_id``: ``{"step", "loss", "kind"}`` per point, in drawing order."""
+    points = []
+    for label in page.driver.execute_script(_PLOTTED_POINTS, f"#{elem_id}") or []:
+        fields = dict(part.split(": ", 1) for part in (label or "").split("; ") if ": " in part)
+        if {"step", "loss"} <= set(fields):
+            points.append({"step": int(float(fields["step"].replace(",", ""))), "loss": float(fields["loss"]),
+                           "kind": fields.get("kind", "")})
+    return points
+
+
 def run_training(page: Page, timeout: float = 600) -> str:
-    """Start the filled form's run; wait for the loss chart and the end of the run; returns the final status."""
+    """Start the filled form's run; wait for the loss chart to draw points and the run to end; returns the final
+    status."""
     page.click("train_start")
     page.wait(lambda: page.value("train_run_status") in ("running", "finished"), 120, "the run to start")
-    page.wait(lambda: page.driver.find_elements("css selector", "#train_loss_plot canvas, #train_loss_plot svg"),
-              timeout, "the loss chart")
+    page.wait(lambda: plotted_points(page), timeout, "points in the loss chart")
     page.wait(lambda: page.value("train_run_status") not in ("running", "stopping", ""), timeout,
               "the run to end")
     return page.value("train_run_status")

@@ -89,7 +89,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "export": ("Export", "导出"),
     # messages
     "model_ok": ("✔ model folder: {}", "✔ 模型文件夹：{}"),
-    "no_run": ("No run selected.", "未选择运行。"), "loaded": ("Loaded: {}", "已加载：{}"),
+    "no_run": ("No run selected: nothing to stop.", "未选择运行：没有可停止的训练。"),
+    "not_running": ("Run {} is not running ({}): nothing to stop.", "运行 {} 未在进行（{}）：没有可停止的训练。"),
+    "stopping": ("Stopping run {}: it saves a checkpoint after the current step.",
+                 "正在停止运行 {}：当前步结束后保存检查点。"), "loaded": ("Loaded: {}", "已加载：{}"),
     "not_loaded": ("Load a model first.", "请先加载模型。"),
     "valid": ("✔ the config passes the CLI's checks.", "✔ 配置通过了命令行的检查。"),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from typing import Optional
 
 PASSWORD_ENV = "LLMTUNER_WEBUI_PASSWORD"
@@ -21,11 +22,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                              "users of the machine cannot read from the process list).")
     parser.add_argument("--lang", choices=("en", "zh"), default="en", help="Language at start (switchable).")
     parser.add_argument("--runs-dir", default=None, help="Where each run's YAML and log go (saves/webui_runs).")
+    parser.add_argument("--stop-timeout", type=float, default=120,
+                        help="On Ctrl-C or SIGTERM, seconds to wait for running trainings to save a checkpoint and "
+                             "exit before the UI leaves them to finish that on their own (default 120).")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Build the app in the current folder and serve it until Ctrl-C; running trainings get a graceful stop."""
+    """Build the app in the current folder and serve it until Ctrl-C or SIGTERM; then each running training gets
+    a graceful stop (checkpoint), and what became of it is printed."""
     from ..extras.env import require_package
 
     args = parse_args(argv)
@@ -34,10 +39,20 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     password = args.password or os.environ.get(PASSWORD_ENV)
     demo = create_app(".", args.runs_dir, args.lang)
-    print(f"llmtuner web UI on http://{args.host}:{args.port}" + (" (password required)" if password else ""))
+    print(f"llmtuner web UI on http://{args.host}:{args.port}" + (" (password required)" if password else ""),
+          flush=True)
+    # SIGTERM (a service manager, `kill`) would end Python without running `finally`, orphaning the trainings:
+    # make it a KeyboardInterrupt, which Gradio's server loop already turns into a clean shutdown.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         demo.queue().launch(server_name=args.host, server_port=args.port,
                             auth=(args.username, password) if password else None, show_error=True, quiet=True)
     finally:
-        demo.llmtuner_context.manager.stop_all()
+        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM ends the UI at once; the runs still stop
+        for line in demo.llmtuner_context.manager.stop_all(args.stop_timeout):
+            print(line, flush=True)
     return 0
+
+
+def _interrupt(number: int, frame: object) -> None:
+    raise KeyboardInterrupt

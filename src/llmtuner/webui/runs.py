@@ -4,6 +4,10 @@ The UI never trains in its own process, so it stays responsive and a crash in tr
 dataset row) ends that run only. The run's YAML and console output are kept in ``<runs_dir>/<run id>/``; the loss
 comes from the ``trainer_log.jsonl`` the training writes into its output_dir. Stop sends SIGINT, which the training
 turns into "save a checkpoint after this step and exit" (train/signals.py).
+
+Each training runs in its own session (process group): a Ctrl-C in the UI's terminal, or a SIGTERM sent to the
+UI's group, reaches the UI only, which then sends each run exactly one stop signal. Were the runs in the UI's
+group they would get two (the terminal's and the UI's), and the second means "stop at once without saving".
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -112,21 +117,21 @@ class RunManager:
         output_dir = Path(config["output_dir"])
         if not output_dir.is_absolute():
             output_dir = self.workdir / output_dir
-        if output_dir.resolve() in self.active_output_dirs():
-            raise ConfigError(f"output_dir={config['output_dir']} is the folder of a run that is still training.",
-                              "Choose another output_dir, or stop that run first.")
-        with self._lock:
+        with self._lock:  # two clicks at once must not start two runs into one folder
+            if output_dir.resolve() in self.active_output_dirs():
+                raise ConfigError(f"output_dir={config['output_dir']} is the folder of a run that is still training.",
+                                  "Choose another output_dir, or stop that run first.")
             run_id = self._new_id()
             folder = self.runs_dir / run_id
             folder.mkdir(parents=True)
-        (folder / CONFIG_FILE).write_text(config_yaml(config), encoding="utf-8")
-        with open(folder / CONSOLE_FILE, "wb") as console:
-            process = subprocess.Popen(
-                [sys.executable, *train_command(folder.resolve() / CONFIG_FILE)],
-                cwd=self.workdir, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        run = Run(run_id, folder, output_dir, process)
-        with self._lock:
+            (folder / CONFIG_FILE).write_text(config_yaml(config), encoding="utf-8")
+            with open(folder / CONSOLE_FILE, "wb") as console:
+                process = subprocess.Popen(
+                    [sys.executable, *train_command(folder.resolve() / CONFIG_FILE)],
+                    cwd=self.workdir, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # signals to the UI's group do not reach it (module docstring)
+                )
+            run = Run(run_id, folder, output_dir, process)
             self._runs[run_id] = run
         return run
 
@@ -144,9 +149,26 @@ class RunManager:
     def active_output_dirs(self) -> set[Path]:
         return {run.output_dir.resolve() for run in self._runs.values() if run.process.poll() is None}
 
-    def stop_all(self) -> None:
-        for run in self._runs.values():
+    def stop_all(self, timeout: float = 120) -> list[str]:
+        """Ask every running training for a graceful stop and wait up to ``timeout`` seconds for all to save
+        their checkpoint and exit; returns one line per such run saying what became of it (a run still saving
+        then is named with its process id and log, and ends by itself)."""
+        running = [run for run in self.runs() if run.process.poll() is None]
+        for run in running:
             run.stop()
+        deadline = time.monotonic() + timeout
+        lines = []
+        for run in running:
+            try:
+                run.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                lines.append(f"run {run.run_id}: still saving its checkpoint into {run.output_dir} (pid "
+                             f"{run.process.pid}); it stops by itself, its log is {run.console_path}")
+                continue
+            checkpoints = sorted(run.output_dir.glob("checkpoint-*"), key=lambda path: path.stat().st_mtime)
+            where = f", last checkpoint {checkpoints[-1]}" if checkpoints else ""
+            lines.append(f"run {run.run_id}: {run.status}{where} (log: {run.console_path})")
+        return lines
 
     def _new_id(self) -> str:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -107,7 +107,8 @@ def build(ctx: "AppContext") -> None:
         with gr.Row():
             field("output_dir", gr.Textbox(value=d["output_dir"], scale=2, elem_id="train_output_dir",
                                            **ui.kw("output_dir")))
-            field("overwrite_output_dir", gr.Checkbox(value=d["overwrite_output_dir"], **ui.kw("overwrite_output_dir")))
+            field("overwrite_output_dir", gr.Checkbox(value=d["overwrite_output_dir"], elem_id="train_overwrite",
+                                                      **ui.kw("overwrite_output_dir")))
             field("resume", gr.Checkbox(value=d["resume"], **ui.kw("resume")))
         field("extra", gr.Code(value=d["extra"], language="yaml", lines=3, label=ui.t("extra")))
         ui.add(gr.Markdown(ui.t("extra.info")), "extra.info", "value")
@@ -117,6 +118,7 @@ def build(ctx: "AppContext") -> None:
         start = ui.add(gr.Button(ui.t("start"), variant="primary", elem_id="train_start"), "start", "value")
         resume = ui.add(gr.Button(ui.t("resume_run"), elem_id="train_resume"), "resume_run", "value")
         stop = ui.add(gr.Button(ui.t("stop"), variant="stop", elem_id="train_stop"), "stop", "value")
+    stop_message = gr.Markdown(elem_id="train_stop_message")
     with gr.Row():
         yaml_view = ui.add(gr.Code(language="yaml", lines=8, label=ui.t("yaml"), elem_id="train_yaml"), "yaml")
         command_view = ui.add(gr.Textbox(label=ui.t("command"), lines=2, elem_id="train_command"), "command")
@@ -184,23 +186,26 @@ def build(ctx: "AppContext") -> None:
             form["resume"] = True
         config, messages = checked(form)
         if config is None:
-            return [gr.update(), "", "", *messages]
+            return [gr.update(), "", "", *messages, ""]
         try:
             run = manager.start(config)
         except LlmtunerError as exc:
-            return [gr.update(), "", "", *group_messages(("output", exc))]
+            return [gr.update(), "", "", *group_messages(("output", exc)), ""]
         import sys
 
         command = " ".join([sys.executable, *cfg.train_command(run.config_path)])
         return [gr.update(choices=[r.run_id for r in manager.runs()], value=run.run_id),
-                cfg.config_yaml(config), command, *messages]
+                cfg.config_yaml(config), command, *messages, ""]
 
     def on_stop(run_id: str) -> str:
+        """One line under the buttons: what Stop did (the status box keeps following the run)."""
         run = manager.get(run_id)
         if run is None:
             return ui.t("no_run")
+        if run.process.poll() is not None:
+            return ui.t("not_running").format(run.run_id, run.status)
         run.stop()
-        return run.status
+        return ui.t("stopping").format(run.run_id)
 
     def on_tick(run_id: str):
         import pandas as pd
@@ -220,9 +225,10 @@ def build(ctx: "AppContext") -> None:
         component.change(on_validate, inputs, error_views, trigger_mode="always_last", show_progress="hidden")
     preview_yaml.click(on_preview_yaml, inputs, [yaml_view, command_view, *error_views])
     preview_data.click(on_preview_data, inputs, [raw_rows, rendered, *error_views])
-    start.click(lambda *v: on_start(False, *v), inputs, [run_choice, yaml_view, command_view, *error_views])
-    resume.click(lambda *v: on_start(True, *v), inputs, [run_choice, yaml_view, command_view, *error_views])
-    stop.click(on_stop, [run_choice], [run_status])
+    start_outputs = [run_choice, yaml_view, command_view, *error_views, stop_message]  # a start clears Stop's line
+    start.click(lambda *v: on_start(False, *v), inputs, start_outputs)
+    resume.click(lambda *v: on_start(True, *v), inputs, start_outputs)
+    stop.click(on_stop, [run_choice], [stop_message])
 
     def on_load_preset(name: str):
         if not name:
