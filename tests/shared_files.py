@@ -1,14 +1,19 @@
-"""Where the reference files live (../shared beside the clone) and what a test does when they are missing.
+"""What a test does when something it needs is missing: the reference files (../shared beside the clone), an
+optional package, a browser.
 
-A fresh clone has no ../shared: tests that need it skip, naming the folder. CI checks the folder out, so under
-CI=true a missing folder is a failure instead of a silent skip.
+A fresh clone may lack them: such tests skip, naming what is missing. CI installs every extra and checks the
+folder out, so under CI=true anything missing is a failure instead of a skip. Every such skip goes through
+``missing`` here (no ``pytest.importorskip``, no test reading the CI variable itself).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -20,12 +25,26 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
+def missing(reason: str, ci_reason: str = "") -> NoReturn:
+    """Skip the test with ``reason``; under CI fail instead (with ``ci_reason`` when given)."""
+    if under_ci():
+        pytest.fail(ci_reason or f"CI must run this test, but it {reason}")
+    pytest.skip(reason)
+
+
+def require_package(name: str, reason: str = "") -> ModuleType:
+    """The module ``name``, imported; when it is not installed the test skips (fails under CI) naming it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        missing(f"needs {reason or 'the package ' + name} ({name} does not import: {error})")
+
+
 def require_shared() -> Path:
     """SHARED_DIR, or skip the test (fail under CI) when it is missing."""
     if not SHARED_DIR.is_dir():
-        if under_ci():
-            pytest.fail(f"reference data folder {SHARED_DIR} is missing: CI must check out 'shared' beside the clone")
-        pytest.skip(MISSING_REASON)
+        missing(MISSING_REASON,
+                f"reference data folder {SHARED_DIR} is missing: CI must check out 'shared' beside the clone")
     return SHARED_DIR
 
 

@@ -98,7 +98,8 @@ def start_server(args: list[str], log: Path, env_extra: Optional[dict[str, str]]
 
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(REPO_ROOT / "src"), **(env_extra or {})}
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           **(env_extra or {})}
     for name in ("API_KEY", "API_HOST", "LLMTUNER_DEBUG"):
         if name not in (env_extra or {}):
             env.pop(name, None)
@@ -119,3 +120,48 @@ def start_server(args: list[str], log: Path, env_extra: Optional[dict[str, str]]
         time.sleep(0.5)
     server.stop(signal.SIGKILL)
     raise AssertionError(f"the server did not answer within {timeout} s:\n{server.log_text()[-3000:]}")
+
+
+class DocumentedPenalties:
+    """docs/serving.md's penalties written out token by token, as a reference for the engine: HF's repetition
+    penalty over the row's prompt and reply (positive logits divided, negative ones multiplied), then OpenAI's
+    ``logit[t] -= presence * (count[t] > 0) + frequency * count[t]`` over the reply only."""
+
+    def __init__(self, prompts: list[list[int]], presence: list[float], frequency: list[float], repetition: float):
+        self.prompts, self.presence, self.frequency, self.repetition = prompts, presence, frequency, repetition
+        self.width = max(len(prompt) for prompt in prompts)
+
+    def __call__(self, input_ids, scores):
+        from collections import Counter
+
+        scores = scores.clone()
+        for row, prompt in enumerate(self.prompts):
+            reply = input_ids[row, self.width:].tolist()
+            for token in set(prompt) | set(reply):
+                value = scores[row, token].item()
+                scores[row, token] = value / self.repetition if value > 0 else value * self.repetition
+            for token, count in Counter(reply).items():
+                scores[row, token] -= self.presence[row] + self.frequency[row] * count
+        return scores
+
+
+def reference_greedy(engine, prompts: list[list[int]], steps: int, presence: list[float], frequency: list[float],
+                     repetition: float = 1.0) -> list[list[int]]:
+    """transformers' own greedy generate on the same padded batch, with the documented penalties as its only
+    processor; the replies are cut at the first stop token, as the engine's rows are."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    width, pad = max(len(prompt) for prompt in prompts), engine.tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(prompt)) + prompt for prompt in prompts])
+    attention_mask = torch.tensor([[0] * (width - len(prompt)) + [1] * len(prompt) for prompt in prompts])
+    with torch.inference_mode():
+        output = engine.model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, do_sample=False, max_new_tokens=steps,
+            eos_token_id=engine.stop_ids, pad_token_id=engine.tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([DocumentedPenalties(prompts, presence, frequency, repetition)]))
+    replies = []
+    for row in output[:, input_ids.shape[1]:].tolist():
+        stop = next((i for i, token in enumerate(row) if token in engine.stop_ids), len(row))
+        replies.append(row[:stop])
+    return replies

@@ -14,6 +14,8 @@ from llmtuner.api.protocol import ChatCompletionRequest
 from llmtuner.api.reply_parser import Content, ParsedToolCall, Reasoning, ReplyParser
 from llmtuner.hparams import GeneratingArguments
 
+from .conftest import reference_greedy
+
 REPLY = ('<think>\nI should look it up.\nTwice.\n</think>\n\nLet me check.\n<tool_call>\n{"name": "get_weather", '
          '"arguments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {}}\n'
          '</tool_call>\n Done.')
@@ -228,3 +230,78 @@ def test_unknown_api_keys_get_suggestions(tmp_path):
 
     with pytest.raises(ConfigError, match="api_port"):
         get_api_args({"model_name_or_path": str(tmp_path), "api_prot": 80})
+
+
+# ---- the engine's per-row generation (what the batcher calls), on the tiny random Qwen3 ----
+# Its greedy reply to these prompts is one token repeated, so every penalty visibly changes it.
+
+@pytest.fixture(scope="module")
+def engine(tiny_qwen3_dir):
+    from llmtuner.model.engine import ChatEngine
+
+    return ChatEngine.from_args({"model_name_or_path": tiny_qwen3_dir, "template": "qwen3"})
+
+
+@pytest.fixture(scope="module")
+def two_prompts(engine) -> list[list[int]]:
+    """A short and a long prompt: batched together, the short one is left-padded."""
+    prompts = [engine.encode([{"role": "user", "content": text}])
+               for text in ("Hi", "Please write a long poem about the sea, the sky and the wind tonight.")]
+    assert len(prompts[1]) - len(prompts[0]) >= 8
+    return prompts
+
+
+def rows_of(prompts, steps, presence=None, frequency=None):
+    from llmtuner.model.generation import RowSpec
+
+    presence, frequency = presence or [0.0] * len(prompts), frequency or [0.0] * len(prompts)
+    assert len(presence) == len(frequency) == len(prompts)
+    return [RowSpec(prompt, steps, presence_penalty=p, frequency_penalty=f)
+            for prompt, p, f in zip(prompts, presence, frequency)]
+
+
+def test_penalties_act_as_documented_per_row_in_a_padded_batch(engine, two_prompts):
+    steps, presence, frequency = 10, [1.0, 0.0], [0.0, 0.5]
+    plain = [r.token_ids for r in engine.generate_rows(rows_of(two_prompts, steps), do_sample=False)]
+    assert all(len(set(reply)) <= 2 for reply in plain)  # the tiny model repeats itself without penalties
+    penalised = engine.generate_rows(rows_of(two_prompts, steps, presence, frequency), do_sample=False)
+    expected = reference_greedy(engine, two_prompts, steps, presence, frequency)
+    assert [r.token_ids for r in penalised] == expected
+    assert expected[0] != plain[0] and expected[1] != plain[1]
+
+    repeated = engine.generate_rows(rows_of(two_prompts, steps, presence, frequency), do_sample=False,
+                                    repetition_penalty=1.5)
+    expected = reference_greedy(engine, two_prompts, steps, presence, frequency, repetition=1.5)
+    assert [r.token_ids for r in repeated] == expected
+    assert expected != [r.token_ids for r in penalised]
+
+
+def test_a_penalty_acts_before_top_k_and_temperature(engine, two_prompts):
+    """OpenAI's (and vLLM's) penalties change the logits that are then sampled: with top_k=1 sampling must pick the
+    penalised argmax, i.e. the penalised greedy reply, whatever the temperature."""
+    rows = rows_of(two_prompts, 8, presence=(2.0, 2.0))
+    greedy = [r.token_ids for r in engine.generate_rows(rows, do_sample=False)]
+    sampled = engine.generate_rows(rows_of(two_prompts, 8, presence=(2.0, 2.0)), do_sample=True, top_k=1,
+                                   temperature=0.5, top_p=1.0, seed=0)
+    assert [r.token_ids for r in sampled] == greedy
+    assert len(set(greedy[0])) == 8  # presence 2 never repeats a token here
+
+
+def test_prompts_of_different_lengths_in_one_batch_reply_as_each_alone(engine, two_prompts):
+    steps, presence = 10, (1.0, 1.0)  # the penalty makes the replies long and varied, so a shift would show
+    together = engine.generate_rows(rows_of(two_prompts, steps, presence), do_sample=False)
+    for index, prompt in enumerate(two_prompts):
+        [alone] = engine.generate_rows(rows_of([prompt], steps, presence[:1]), do_sample=False)
+        assert together[index].token_ids == alone.token_ids and len(set(alone.token_ids)) == steps
+
+
+def test_sampling_choices_differ_and_a_seed_repeats(engine, two_prompts):
+    def sample(seed):
+        rows = rows_of([two_prompts[0]] * 3, 8)
+        return [r.token_ids for r in engine.generate_rows(rows, seed=seed, do_sample=True, temperature=1.5,
+                                                          top_p=1.0, top_k=0)]
+
+    first = sample(1234)
+    assert len({tuple(choice) for choice in first}) == 3  # the 3 choices of one request are separate draws
+    assert sample(1234) == first
+    assert sample(4321) != first

@@ -1,6 +1,7 @@
 """One real ``llmtuner api`` process on the taught tiny Qwen3 (see conftest.py), answered by the official openai
 client: chat, streaming, length and stop, tools (auto, none, named, streamed, round trip), reasoning, completions,
-n/seed, a burst of 32 concurrent requests, a malformed-request corpus, the API key, disconnects and SIGTERM."""
+n/seed, penalties against the documented formula, prompts of different lengths in one batch, a burst of
+32 concurrent requests, a malformed-request corpus, the API key, disconnects and SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from .conftest import (API_KEY, HELLO_ANSWER, HELLO_QUESTION, HELLO_REASONING, WEATHER_ARGUMENTS, WEATHER_QUESTION,
-                       WEATHER_TOOL, start_server)
+                       WEATHER_TOOL, reference_greedy, start_server)
 
 pytestmark = pytest.mark.slow
 MODEL = "taught"
@@ -172,27 +173,96 @@ def test_completions_plain_and_streamed(client, tokenizer):
         assert "".join(c.choices[0].text for c in streamed if c.choices[0].index == index) == expected
 
 
-def test_n_and_seed(client):
-    fields = hello(temperature=1.5, top_p=1.0, max_tokens=8, n=3, seed=1234)
-    first, second = client.chat.completions.create(**fields), client.chat.completions.create(**fields)
-    assert [c.index for c in first.choices] == [0, 1, 2]
-    assert [c.message.content for c in first.choices] == [c.message.content for c in second.choices]
-    penalised = client.chat.completions.create(**hello(presence_penalty=1.0, frequency_penalty=0.5, max_tokens=4))
-    assert penalised.usage.completion_tokens == 4 or penalised.choices[0].finish_reason == "stop"
+UNTAUGHT = ["Hi", "Tell me about the weather in the mountains of Norway during a long winter night."]
+
+
+def test_n_sampled_choices_differ_and_a_seed_repeats(client):
+    def sample(seed):
+        reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": UNTAUGHT[1]}],
+                                               temperature=2.0, top_p=1.0, max_tokens=8, n=3, seed=seed,
+                                               extra_body={"ignore_eos": True})
+        assert [c.index for c in reply.choices] == [0, 1, 2] and reply.usage.completion_tokens == 24
+        return [(c.message.reasoning_content, c.message.content) for c in reply.choices]
+
+    first = sample(1234)
+    assert len(set(first)) == 3  # n choices are separate draws, not one reply copied
+    assert sample(1234) == first
+    assert sample(4321) != first
+
+
+@pytest.fixture(scope="module")
+def reference_engine(taught_qwen3_dir):
+    """The served model, loaded in this process for the reference replies."""
+    from llmtuner.model.engine import ChatEngine
+
+    return ChatEngine.from_args({"model_name_or_path": taught_qwen3_dir, "template": "qwen3"})
+
+
+def raw_prompt(tokenizer, question: str, tools=None) -> str:
+    from llmtuner.model.chat_template import OFFICIAL_CHAT_TEMPLATES
+
+    return tokenizer.apply_chat_template([{"role": "user", "content": question}], tools=tools, tokenize=False,
+                                         chat_template=OFFICIAL_CHAT_TEMPLATES["qwen3"], add_generation_prompt=True)
+
+
+@pytest.mark.parametrize("question, presence, frequency, repetition", [
+    ("Hi", 2.0, 0.0, None), ("Hi", 0.0, 2.0, None), (HELLO_QUESTION, 0.0, 0.0, 2.0)])
+def test_penalties_change_the_greedy_reply_as_documented(client, tokenizer, reference_engine, question, presence,
+                                                         frequency, repetition):
+    """Each penalty must turn the served greedy reply into what docs/serving.md's formula gives (written out in
+    conftest.DocumentedPenalties). The reply to "Hi" repeats "<think>"; the taught greeting needs the stronger
+    repetition penalty (it counts the prompt's tokens too)."""
+    prompt = raw_prompt(tokenizer, question)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    plain = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0).choices[0].text
+    extra = {"repetition_penalty": repetition} if repetition else {}
+    reply = client.completions.create(model=MODEL, prompt=prompt, max_tokens=24, temperature=0,
+                                      presence_penalty=presence, frequency_penalty=frequency, extra_body=extra)
+    [expected] = reference_greedy(reference_engine, [ids], 24, [presence], [frequency], repetition or 1.0)
+    assert reply.choices[0].text == tokenizer.decode(expected, skip_special_tokens=True) != plain
+
+
+def test_prompts_of_different_lengths_in_one_batch_reply_as_each_alone(client, tokenizer):
+    prompts = [raw_prompt(tokenizer, HELLO_QUESTION), raw_prompt(tokenizer, WEATHER_QUESTION, [WEATHER_TOOL]),
+               *(raw_prompt(tokenizer, question) for question in UNTAUGHT)]
+    assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) == len(prompts)
+    alone = [client.completions.create(model=MODEL, prompt=p, max_tokens=24, temperature=0).choices[0].text
+             for p in prompts]
+    assert alone[0] == f"<think>\n{HELLO_REASONING}\n</think>\n\n{HELLO_ANSWER}"
+    assert json.loads(alone[1].split("<tool_call>")[1].split("</tool_call>")[0])["arguments"] == WEATHER_ARGUMENTS
+    together = client.completions.create(model=MODEL, prompt=prompts, max_tokens=24, temperature=0)
+    assert [c.text for c in sorted(together.choices, key=lambda c: c.index)] == alone
 
 
 def test_a_burst_of_32_concurrent_requests_is_answered_in_batches(server, client):
-    def ask(index: int):
-        if index % 2:
-            chunks = client.chat.completions.create(**hello(stream=True))
-            return "".join(c.choices[0].delta.content or "" for c in chunks)
-        return client.chat.completions.create(**hello()).choices[0].message.content
+    """32 concurrent chat requests, streamed or not, over four prompts of different lengths: each gets the greedy
+    reply its prompt gets alone, and they shared generate calls."""
+    questions = [HELLO_QUESTION, WEATHER_QUESTION, *UNTAUGHT]
 
+    def ask(index: int):
+        fields = {"model": MODEL, "messages": [{"role": "user", "content": questions[index % 4]}], "temperature": 0,
+                  "max_tokens": 24, **({"tools": [WEATHER_TOOL]} if index % 4 == 1 else {})}
+        if index % 8 >= 4:
+            chunks = client.chat.completions.create(**fields, stream=True)
+            deltas = [c.choices[0].delta for c in chunks if c.choices]
+            return ("".join(getattr(d, "reasoning_content", None) or "" for d in deltas),
+                    "".join(d.content or "" for d in deltas), [call.function.arguments for d in deltas
+                                                              for call in d.tool_calls or []])
+        message = client.chat.completions.create(**fields).choices[0].message
+        return (message.reasoning_content or "", message.content or "",
+                [call.function.arguments for call in message.tool_calls or []])
+
+    alone = [ask(index) for index in range(4)]
+    assert alone[0] == (HELLO_REASONING, HELLO_ANSWER, [])
+    assert [json.loads(arguments) for arguments in alone[1][2]] == [WEATHER_ARGUMENTS]
+    health = server.base_url.replace("/v1", "/health")
+    before = httpx.get(health).json()["batches"]
     with ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(ask, range(32)))
-    assert answers == [HELLO_ANSWER] * 32
-    stats = httpx.get(server.base_url.replace("/v1", "/health")).json()["batches"]
-    assert stats["largest_batch"] > 1  # several requests shared one generate
+    assert answers == [alone[index % 4] for index in range(32)]
+    after = httpx.get(health).json()["batches"]
+    assert after["rows"] - before["rows"] == 32
+    assert after["batches"] - before["batches"] < 32  # several requests shared one generate
 
 
 MALFORMED = [  # (body or raw text, headers override, expected status)

@@ -1,16 +1,16 @@
-"""The scoring report on hand-made answers: metrics against scipy/sklearn, per-dimension parse failures, the files,
-the CJK charts, --compare, and the bad inputs of `llmtuner test test_dataset=...` (refused before the model loads)."""
+"""The scoring report on hand-made answers: metrics against values worked out by hand, per-dimension parse
+failures, the files, the CJK charts, --compare, and the bad inputs of `llmtuner test test_dataset=...` (refused
+before the model loads)."""
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
-from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 
 from llmtuner.cli import main
 from llmtuner.data.registry import DatasetSpec
@@ -64,7 +64,23 @@ def _hand_made_report(tmp_path: Path, bins=None) -> tuple[dict, Path]:
     return report, folder
 
 
-def test_metrics_equal_scipy_and_sklearn(tmp_path):
+# The report's numbers for HAND_MADE, worked out by hand (pairs gold/predicted; bins of 0-9: [0,3) [3,6) [6,9];
+# accuracies over every sample, the unreadable answer counting as wrong; correlations over the parsed pairs).
+# competitiveness 7/6 2/4 5/5 9/7: errors 1 2 0 2; the predicted ranks follow the gold ones.
+#   pearson = sum(dg*dp) / sqrt(sum dg^2 * sum dp^2) = 11.5 / sqrt(26.75 * 5)
+# innovation 5/5 8/- 3/1 6/8: errors 0 2 2 over 3 parsed; pearson = (96/9) / sqrt(42/9 * 222/9)
+# overall (7 parsed): sums g=37 p=36 g2=229 p2=216 gp=214 -> Sgp=166/7 Sgg=234/7 Spp=216/7;
+#   ranks gold 6 1 3.5 7 3.5 2 5, predicted 5 2 3.5 6 3.5 1 7 -> spearman = 23.5 / 27.5
+BY_HAND = {  # num_samples, num_parsed, mae, rmse, pearson, spearman, exact, within 1, binned, parse failures
+    "competitiveness": (4, 4, 5 / 4, 1.5, 11.5 / math.sqrt(26.75 * 5), 1.0, 1 / 4, 2 / 4, 3 / 4, 0.0),
+    "innovation": (4, 3, 4 / 3, math.sqrt(8 / 3), 96 / math.sqrt(42 * 222), 1.0, 1 / 4, 1 / 4, 2 / 4, 1 / 4),
+    "overall": (8, 7, 9 / 7, math.sqrt(17 / 7), 166 / math.sqrt(234 * 216), 47 / 55, 2 / 8, 3 / 8, 5 / 8, 1 / 8),
+}
+FIELDS = ("num_samples", "num_parsed", "mae", "rmse", "pearson", "spearman", "exact_accuracy",
+          "within_tolerance_accuracy", "binned_accuracy", "parse_failure_rate")
+
+
+def test_metrics_equal_the_hand_computed_values(tmp_path):
     report, folder = _hand_made_report(tmp_path)
     rows = [json.loads(line) for line in (folder / "scoring_predictions.jsonl").read_text("utf-8").splitlines()]
     assert [(r["company"], r["dimension"], r["gold"], r["predicted"]) for r in rows] == [
@@ -74,29 +90,17 @@ def test_metrics_equal_scipy_and_sklearn(tmp_path):
     assert set(rows[0]["quality"]) == {"logical_coherence", "terminology", "argument_sufficiency", "specificity",
                                        "overall"}
     for name, entry in [*report["dimensions"].items(), ("overall", report["overall"])]:
-        pairs = [(r["gold"], r["predicted"]) for r in rows if name in ("overall", r["dimension"])]
-        parsed = np.array([pair for pair in pairs if pair[1] is not None], dtype=float)
-        gold, predicted = parsed[:, 0], parsed[:, 1]
-        assert entry["num_samples"] == len(pairs) and entry["num_parsed"] == len(parsed)
-        assert entry["mae"] == pytest.approx(mean_absolute_error(gold, predicted))
-        assert entry["rmse"] == pytest.approx(root_mean_squared_error(gold, predicted))
-        assert entry["pearson"] == pytest.approx(stats.pearsonr(gold, predicted)[0])
-        assert entry["spearman"] == pytest.approx(stats.spearmanr(gold, predicted)[0])
-        # accuracies over every sample, the unreadable answer counting as wrong; bins of 0-9: [0,3) [3,6) [6,9]
-        assert entry["exact_accuracy"] == pytest.approx(sum(p == g for g, p in pairs) / len(pairs))
-        assert entry["within_tolerance_accuracy"] == pytest.approx(
-            sum(p is not None and abs(p - g) <= 1 for g, p in pairs) / len(pairs))
-        assert entry["binned_accuracy"] == pytest.approx(
-            sum(p is not None and min(int(p // 3), 2) == min(int(g // 3), 2) for g, p in pairs) / len(pairs))
-        assert entry["parse_failure_rate"] == pytest.approx(sum(p is None for _, p in pairs) / len(pairs))
+        assert [entry[field] for field in FIELDS] == pytest.approx(BY_HAND[name], rel=1e-12), name
     assert report["parse_failures"] == [{"company": "乙公司", "dimension": "innovation", "gold": 8.0,
                                          "answer": "我不知道。"}]
     # consistency: correlation across dimensions over the companies with both scores (pairwise complete)
     predicted = report["consistency"]["predicted"]
-    assert predicted["pearson"]["matrix"][0][1] == pytest.approx(stats.pearsonr([6, 5, 7], [5, 1, 8])[0])
-    assert predicted["per_dimension"]["innovation"]["variance"] == pytest.approx(np.var([5, 1, 8], ddof=1))
+    # 甲 丙 丁: competitiveness 6 5 7 (deviations 0 -1 1), innovation 5 1 8 (mean 14/3: 1/3 -11/3 10/3)
+    assert predicted["pearson"]["matrix"][0][1] == pytest.approx(7 / math.sqrt(2 * 222 / 9))
+    assert predicted["per_dimension"]["innovation"]["variance"] == pytest.approx(111 / 9)  # (222/9) / (3 - 1)
     gold = report["consistency"]["gold"]
-    assert gold["pearson"]["matrix"][0][1] == pytest.approx(stats.pearsonr([7, 2, 5, 9], [5, 8, 3, 6])[0])
+    # gold 7 2 5 9 vs 5 8 3 6: deviations 1.25 -3.75 -0.75 3.25 and -0.5 2.5 -2.5 0.5
+    assert gold["pearson"]["matrix"][0][1] == pytest.approx(-6.5 / math.sqrt(26.75 * 13))
     assert gold["per_dimension"]["competitiveness"]["histogram"]["7"] == 1
     quality = report["reasoning_quality"]["competitiveness"]["predicted"]
     assert quality["overall"] == pytest.approx(np.mean([r["quality"]["overall"] for r in rows[::2]]))
@@ -154,7 +158,20 @@ def test_charts_draw_chinese_with_the_bundled_cjk_font(tmp_path):
     assert (tmp_path / "scatter.png").stat().st_size > 10_000
 
 
-def test_compare_puts_reports_side_by_side(tmp_path):
+def test_compare_puts_reports_side_by_side(tmp_path, monkeypatch):
+    from llmtuner.eval import scoring_charts
+
+    drawn: dict[str, dict[str, list[float]]] = {}  # chart file -> run -> bar heights, read from the drawn figure
+    save_figure = scoring_charts.save_figure
+
+    def recording_save(figure, path, **kwargs):
+        if Path(path).name.startswith("compare_"):
+            [axis] = figure.axes
+            drawn[Path(path).name] = {bars.get_label(): [bar.get_height() for bar in bars]
+                                      for bars in axis.containers}
+        return save_figure(figure, path, **kwargs)
+
+    monkeypatch.setattr(scoring_charts, "save_figure", recording_save)
     report, first = _hand_made_report(tmp_path / "a")
     second = tmp_path / "b" / "report"
     second.mkdir(parents=True)
@@ -169,9 +186,13 @@ def test_compare_puts_reports_side_by_side(tmp_path):
     assert result["metrics"]["mae"]["b/report"]["overall"] == 0.25
     assert result["metrics"]["rmse"]["b/report"]["competitiveness"] == pytest.approx(
         report["dimensions"]["competitiveness"]["rmse"])
-    for metric in ("mae", "rmse", "pearson", "spearman", "exact_accuracy", "within_tolerance_accuracy",
-                   "binned_accuracy", "parse_failure_rate"):
-        assert (out / f"compare_{metric}.png").is_file()
+    # each chart: per run one bar per group (competitiveness, innovation, overall), the hand-computed values
+    for index, metric in enumerate(FIELDS[2:], start=2):
+        expected = [BY_HAND[group][index] for group in ("competitiveness", "innovation", "overall")]
+        changed_run = [*expected[:2], 0.25] if metric == "mae" else expected
+        assert drawn[f"compare_{metric}.png"] == {"a/report": pytest.approx(expected, rel=1e-9),
+                                                  "b/report": pytest.approx(changed_run, rel=1e-9)}, metric
+        assert (out / f"compare_{metric}.png").stat().st_size > 5_000
     assert "| MAE | overall |" in (out / "scoring_compare.md").read_text("utf-8")
     with pytest.raises(ConfigError, match="two or more result folders"):
         compare_results([str(first)], str(tmp_path / "c"))

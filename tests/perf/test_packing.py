@@ -10,6 +10,8 @@ from llmtuner.data.preprocess.packing import best_fit_decreasing, pack_supervise
 from llmtuner.extras.constants import IGNORE_INDEX
 from llmtuner.hparams import DataArguments
 
+from ..shared_files import require_package
+
 M = IGNORE_INDEX
 
 
@@ -260,7 +262,7 @@ def test_packed_batches_stay_apart_even_when_the_model_config_enables_the_cache(
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU with flash-attn")
 def test_flash_attention_packed_losses_equal_samples_run_alone(real_samples, tiny_qwen2_dir):
-    pytest.importorskip("flash_attn", reason="needs a CUDA GPU with flash-attn")
+    require_package("flash_attn", "flash-attn on its CUDA GPU")
     tokenizer, samples = real_samples
     from transformers import AutoModelForCausalLM
 

@@ -11,6 +11,7 @@ import pytest
 
 from llmtuner.webui.launcher import parse_args
 
+from ..shared_files import require_package
 from .driver import start_ui, stop_ui
 
 
@@ -28,7 +29,7 @@ def test_cli_lists_the_command(capsys):
 
 @pytest.mark.slow
 def test_password_is_asked(repo_root, tmp_path, monkeypatch):
-    pytest.importorskip("gradio")
+    require_package("gradio", "the web UI's packages (pip install -e \".[webui]\")")
     monkeypatch.setenv("LLMTUNER_WEBUI_PASSWORD", "s3cret")
     process, url = start_ui(repo_root, tmp_path / "runs", tmp_path / "webui.log")
     try:

@@ -7,6 +7,8 @@ import pytest
 from llmtuner.webui import config as cfg
 from llmtuner.webui.i18n import STRINGS, accepts, text
 
+from ..shared_files import require_package
+
 
 def test_every_string_has_both_languages():
     for key, (english, chinese) in STRINGS.items():
@@ -15,7 +17,7 @@ def test_every_string_has_both_languages():
 
 
 def test_language_switch_updates_every_registered_component(repo_root):
-    pytest.importorskip("gradio")
+    require_package("gradio", "the web UI's packages (pip install -e \".[webui]\")")
     from llmtuner.webui.app import create_app
 
     demo = create_app(repo_root)

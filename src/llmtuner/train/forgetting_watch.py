@@ -142,6 +142,8 @@ class ForgettingWatch(TrainerCallback):
             control.should_save = True  # the last evaluated weights stay available as a checkpoint
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+        if self.decision.get("loaded"):  # the final evaluation scores the kept checkpoint, not the last step
+            return
         for entry in self.history:
             if entry["step"] == state.global_step:
                 entry["metrics"].update({k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))})
@@ -149,6 +151,8 @@ class ForgettingWatch(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         # A task metric as target (e.g. eval_accuracy from compute_metrics) or this watch's own numbers.
+        if self.decision.get("loaded"):
+            return
         for entry in self.history:
             if entry["step"] == state.global_step and logs:
                 entry["metrics"].update({k: v for k, v in logs.items()
