@@ -24,9 +24,16 @@ def run_cli(fn: Callable[..., Any], *args: Any) -> int:
     e.g. training stopped by SIGTERM after saving a checkpoint) gives its own code (128 + signal). Ctrl-C gives
     130. An int returned by ``fn`` is the exit code; anything else (e.g. a metrics dict) means success.
     """
-    from .extras.logging import quiet_unused_deepspeed
+    from .extras.logging import (
+        quiet_trl_gradient_checkpointing_reads,
+        quiet_unused_bitsandbytes,
+        quiet_unused_deepspeed,
+    )
 
+    # Process-wide output filters, set here once and visibly (extras/logging.py says why each one is noise).
     quiet_unused_deepspeed(sys.argv)
+    quiet_unused_bitsandbytes(sys.argv)
+    quiet_trl_gradient_checkpointing_reads()
     try:
         result = fn(*args)
     except RunStopped as exc:  # the library already told the user what happened and how to continue
@@ -50,7 +57,16 @@ def env_defaults() -> dict[str, Any]:
     return {"malloc_tuning": False} if os.environ.get("LLMTUNER_MALLOC_TUNING") == "0" else {}
 
 
-def prepare_process(uses_deepspeed: bool = False) -> None:
+def read_run_args(argv: Any) -> Any:
+    """The user's arguments of a training command, read once, with ``env_defaults`` under them; the result still
+    knows where each key was set (file and line), for error messages."""
+    from .hparams.reader import read_args, with_defaults
+
+    return with_defaults(read_args(argv), env_defaults())
+
+
+def prepare_process(uses_deepspeed: bool = False, use_cpu: Any = False, malloc_tuning: Optional[bool] = None,
+                    ) -> None:
     """The process-wide settings of a run, made here once (library code never changes the process):
 
     - DeepSpeed without a launcher: the single-process rendezvous variables it needs (RANK, MASTER_PORT, ...);
@@ -59,7 +75,10 @@ def prepare_process(uses_deepspeed: bool = False) -> None:
     - ranks other than 0: no progress bars, info logs or Python warnings (rank 0 shows the same ones). datasets'
       bars stay on: those ranks read rank 0's cached preprocessing, so a bar from them means they tokenised again;
     - DeepSpeed runs: torch's deprecation notices for the collectives DeepSpeed calls, repeated every ZeRO-3 step,
-      are hidden (``silence_deepspeed_deprecations``).
+      are hidden (``silence_deepspeed_deprecations``);
+    - a CPU run (no CUDA, or ``use_cpu``): torch's threads = OMP_NUM_THREADS, else the usable cores
+      (extras/cpu_runtime.py); with ``malloc_tuning`` (a training run's argument, recorded in run_args.yaml)
+      glibc keeps freed memory in the heap. ``malloc_tuning=None``: not a training run, malloc left alone.
     """
     from .extras.distributed import rank_cpu_threads, rendezvous_variables, silence_deepspeed_deprecations
     from .extras.processes import is_main_process, world_size
@@ -83,6 +102,29 @@ def prepare_process(uses_deepspeed: bool = False) -> None:
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
         warnings.filterwarnings("ignore")
+    from .extras.env import is_gpu_run
+
+    if is_gpu_run(bool(use_cpu)):
+        return
+    from .extras.cpu_runtime import keep_freed_memory, set_torch_threads
+    from .extras.distributed import limit_cpu_threads
+
+    # torch read OMP_NUM_THREADS when it was imported (maybe before the line above set it): set the count itself
+    limit_cpu_threads() if world_size() > 1 else set_torch_threads()
+    if malloc_tuning:
+        keep_freed_memory()
+
+
+def prepare_training_process(args: dict[str, Any]) -> None:
+    """``prepare_process`` for a training run (or a series of them) with these user arguments."""
+    from .hparams.convert import coerce
+
+    def flag(key: str, default: bool) -> bool:
+        value = coerce(key, args.get(key, default), bool)
+        return default if value is None else value
+
+    prepare_process(uses_deepspeed=bool(args.get("deepspeed")), use_cpu=flag("use_cpu", False),
+                    malloc_tuning=flag("malloc_tuning", True))
 
 
 def run_config(args: Any = None, callbacks: Optional[list[Any]] = None) -> Any:
@@ -92,21 +134,61 @@ def run_config(args: Any = None, callbacks: Optional[list[Any]] = None) -> Any:
     (eval/evaluator.py), anything else is one training run (``train.tuner.run_exp``). ``args`` is a dict, an argv
     list or None (sys.argv). Returns the metrics (or the curriculum summary).
     """
-    from .hparams.parser import read_args
+    from .hparams.reader import read_args, with_defaults
 
-    raw = read_args(args)  # a missing or broken config fails here, before torch is imported
-    prepare_process(uses_deepspeed=bool(raw.get("deepspeed")))
-    if "curriculum" in raw:
-        from .train.curriculum import run_curriculum
-
-        return run_curriculum({**env_defaults(), **raw}, callbacks)
-    if raw.get("stage") == "eval":  # benchmark evaluation has its own arguments (task, task_dir, save_dir ...)
+    given = read_args(args)  # a missing or broken config fails here, before torch is imported
+    if given.get("stage") == "eval" and "curriculum" not in given:  # benchmarks: arguments of their own
         from .eval.evaluator import run_eval
 
-        return run_eval(raw)
+        prepare_process()
+        return run_eval(given)
+    raw = with_defaults(given, env_defaults())
+    if "curriculum" in raw:
+        return _run_curriculum(raw, callbacks)
     from .train.tuner import run_exp
 
-    return run_exp({**env_defaults(), **raw}, callbacks)
+    # the process is set up after the checks that need no torch, so a typo fails in a second
+    return run_exp(raw, callbacks, prepare=lambda: prepare_training_process(raw))
+
+
+def _run_curriculum(raw: Any, callbacks: Optional[list[Any]] = None) -> Any:
+    from .train.curriculum import run_curriculum
+
+    check_packages("curriculum", raw)
+    prepare_training_process(raw)
+    return run_curriculum(raw, callbacks)
+
+
+def check_packages(command: str, args: dict[str, Any]) -> None:
+    """Every optional package ``command`` will need with these arguments, checked at once before it starts
+    (one ``pip install`` naming all missing ones; exit 2, nothing loaded or written)."""
+    from .extras.env import (
+        CLASSIFICATION_METRIC_PACKAGES,
+        SCORING_METRIC_PACKAGES,
+        SERVE_PACKAGES,
+        require_packages,
+    )
+
+    needs = []
+    if command == "api":
+        needs.append(("llmtuner api (the serve extra)", SERVE_PACKAGES))
+    if args.get("test_dataset"):  # a scoring test report (llmtuner test, or each curriculum stage)
+        needs.append((f"the scoring report of test_dataset={args['test_dataset']}", SCORING_METRIC_PACKAGES))
+    if command == "predict" and args.get("input_file") and _all_labelled(str(args["input_file"])):
+        needs.append((f"the metrics against the labels of {args['input_file']}", CLASSIFICATION_METRIC_PACKAGES))
+    require_packages(needs)
+
+
+def _all_labelled(path: str) -> bool:
+    """Every row of ``predict``'s input file has a gold label (then predict scores against them, as
+    ``TextClassifier.predict_file`` does); an unreadable file: False, the command itself reports it."""
+    from .chat.classify import GOLD_KEYS, read_rows
+
+    try:
+        rows = read_rows(path)
+    except LlmtunerError:
+        return False
+    return bool(rows) and all(any(row.get(key) not in (None, "") for key in GOLD_KEYS) for row in rows)
 
 
 def _train(argv: list[str]) -> int:
@@ -150,26 +232,15 @@ def _curriculum(argv: list[str]) -> int:
     if argv in (["-h"], ["--help"]) or not argv:
         print("usage: llmtuner curriculum <config.yaml with a curriculum: block> [key=value ...]")
         return 0 if argv else 2
-    from .hparams.parser import read_args
-
-    args = read_args(argv)
-    from .train.curriculum import run_curriculum
-
-    run_curriculum({**env_defaults(), **args})
+    _run_curriculum(read_run_args(argv))
     return 0
 
 
 def _sweep(argv: list[str]) -> int:
-    from .train.sweep import USAGE, run_sweep, split_sweep_argv
+    from .train.sweep import sweep_main
 
-    if argv in (["-h"], ["--help"]) or not argv:
-        print(USAGE)
-        return 0 if argv else 2
-    ratios, metric, tolerance, rest = split_sweep_argv(argv)
-    from .hparams.parser import read_args
-
-    run_sweep({**env_defaults(), **read_args(rest)}, ratios, metric, tolerance)
-    return 0
+    # --param/--values: a sweep over any argument; --ratios (or neither): the data-ratio sweep
+    return sweep_main(argv, env_defaults(), prepare=prepare_training_process)
 
 
 EXPORT_EXAMPLE = ("llmtuner export model_name_or_path=models/tiny-qwen2 adapter_name_or_path=saves/tiny-qwen2/lora/sft "
@@ -201,12 +272,14 @@ def _chat(argv: list[str]) -> Any:
     if code is not None:
         return code
     from .chat.classify import points_at_classifier, run_classifier_predict
+    from .hparams.reader import read_args
 
-    if points_at_classifier(argv):  # a stage cls run answers with labels: its interactive mode
-        return run_classifier_predict(argv)
+    args = read_args(argv)  # read once: the routing and the command use the same arguments
+    if points_at_classifier(args):  # a stage cls run answers with labels: its interactive mode
+        return run_classifier_predict(args)
     from .chat.cli_chat import run_chat
 
-    return run_chat(argv)
+    return run_chat(args)
 
 
 def _test(argv: list[str]) -> Any:
@@ -231,8 +304,11 @@ def _test(argv: list[str]) -> Any:
         compare_results(folders, options.get("save_dir"), bool(options.get("overwrite_save_dir")))
         return 0
     from .chat.task_runner import run_task_test
+    from .hparams.reader import read_args
 
-    return run_task_test(argv)
+    args = read_args(argv)
+    check_packages("test", args)
+    return run_task_test(args)
 
 
 PREDICT_EXAMPLE = ("llmtuner predict model_name_or_path=models/tiny-bert adapter_name_or_path=saves/tiny-bert/lora/cls "
@@ -247,12 +323,15 @@ def _predict(argv: list[str]) -> Any:
               f"example: {PREDICT_EXAMPLE}")
         return 0 if argv else 2
     from .chat.reward import points_at_reward_model, run_reward_predict
+    from .hparams.reader import read_args
 
-    if points_at_reward_model(argv):  # stage rm: one score per response
-        return run_reward_predict(argv)
+    args = read_args(argv)  # read once: the routing and the command use the same arguments
+    if points_at_reward_model(args):  # stage rm: one score per response
+        return run_reward_predict(args)
     from .chat.classify import run_classifier_predict
 
-    return run_classifier_predict(argv)
+    check_packages("predict", args)
+    return run_classifier_predict(args)
 
 
 def _api(argv: list[str]) -> Any:
@@ -260,9 +339,13 @@ def _api(argv: list[str]) -> Any:
                        "llmtuner api model_name_or_path=models/tiny-qwen2 template=qwen api_port=8000")
     if code is not None:
         return code
+    from .hparams.reader import read_args
+
+    args = read_args(argv)
+    check_packages("api", args)  # before importing the server, which imports fastapi and uvicorn
     from .api.server import api_main
 
-    return api_main(argv)
+    return api_main(args)
 
 
 def _make_tiny_model(argv: list[str]) -> Any:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from llmtuner.eval.forgetting import run_forgetting
@@ -39,7 +40,19 @@ def _launch(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
 def test_lora_presets_train(preset, tiny_qwen2_dir, tmp_path, request):
     out = tmp_path / preset
     metrics = _run_preset(preset, tiny_qwen2_dir, out)
-    assert metrics["train_loss"] > 0 and "eval_loss" in metrics
+    # The two steps logged, and the run's train_loss is their mean (the Trainer's average over the steps run).
+    logged = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines()]
+    losses = {row["current_steps"]: row["loss"] for row in logged if "loss" in row}
+    assert sorted(losses) == [1, 2]
+    assert metrics["train_loss"] == pytest.approx(sum(losses.values()) / 2, rel=1e-3)
+    assert 0 < metrics["eval_loss"] < 20  # a real cross-entropy of the tiny model (ln 151k vocabulary ~ 11.9)
+    # The preset's own choices reached the run (only QUICK's settings were overridden).
+    preset_args = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text(encoding="utf-8"))
+    run_args = yaml.safe_load((out / "run_args.yaml").read_text(encoding="utf-8"))
+    for key in ("template", "learning_rate", "lora_rank", "stage"):
+        assert run_args[key] == preset_args[key], key
+    assert run_args["dataset"] == preset_args["dataset"].split(",")
+    assert run_args["lora_target"] == ["all"]
     adapter = json.loads((out / "adapter_config.json").read_text())
     expected = {"data_platform": (8, 32, 0.1), "medical": (16, 32, 0.05), "medical_qlora": (16, 32, 0.05),
                 "chinese_capability": (8, 16, 0.05)}[preset]

@@ -9,7 +9,6 @@ lets running requests finish (up to ``GRACEFUL_SECONDS``), and the queue answers
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -32,7 +31,6 @@ def api_main(argv: Union[dict[str, Any], list[str], None] = None) -> int:
     """Parse, load, print how to call the server, and serve until SIGINT/SIGTERM."""
     import uvicorn
 
-    from ..hparams.api_args import ApiArguments
     from ..hparams.parser import get_api_args, read_args
     from ..hparams.validation import split_list
     from ..model.classifier import is_classifier_run
@@ -43,6 +41,7 @@ def api_main(argv: Union[dict[str, Any], list[str], None] = None) -> int:
     model_args, data_args, finetuning_args, generating_args, api_args = get_api_args(values)
     check_backend(api_args.infer_backend)
     host, port, key = network_settings(api_args)
+    check_port_free(host, port)  # before the model loads, not after (uvicorn would exit 3 then)
     name = api_args.served_model_name or default_model_name(model_args.model_name_or_path,
                                                             model_args.adapter_name_or_path)
     adapters = split_list(values.get("adapter_name_or_path"))
@@ -52,8 +51,7 @@ def api_main(argv: Union[dict[str, Any], list[str], None] = None) -> int:
                               "Remove infer_backend: vllm; classifiers are served by the transformers engine.")
         from ..chat.classify import TextClassifier
 
-        api_keys = {item.name for item in dataclasses.fields(ApiArguments)}
-        classifier = TextClassifier.from_args({k: v for k, v in values.items() if k not in api_keys})
+        classifier = TextClassifier.from_parsed(model_args, data_args, finetuning_args)  # parsed once, above
         state = ServerState(name, key, classifier=classifier, max_classify_inputs=api_args.max_classify_inputs)
     else:
         if generating_args.num_beams != 1:
@@ -91,6 +89,18 @@ def check_backend(backend: str) -> None:
     if not has_cuda():
         raise ConfigError("infer_backend=vllm needs a CUDA GPU, and none is visible.",
                           "Use infer_backend: huggingface (the transformers engine, runs on CPU).")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ConfigError when ``host:port`` cannot be listened on (another server has it), before anything loads."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.",
+                              "Stop what uses that port, or choose another: api_port=8001 (or env API_PORT).") from None
 
 
 def network_settings(api_args: Any) -> tuple[str, int, Optional[str]]:

@@ -125,13 +125,8 @@ class TextClassifier:
         """
         from tqdm.auto import tqdm
 
-        from ..eval.metrics.classification import report_paths
-
         output = Path(output_file)
-        existing = [str(path) for path in (output, *report_paths(output)) if path.exists()]
-        if existing and not overwrite:
-            raise ConfigError(f"output_file={output_file} or its metrics report already exists ({', '.join(existing)}).",
-                              "Choose another output_file, or pass overwrite_output_file=true to replace them.")
+        check_output_free(output_file, overwrite)
         rows = read_rows(input_file)
         texts = [row_text(row, number, input_file) for number, row in enumerate(rows, start=1)]
         predictions: list[dict[str, Any]] = []
@@ -163,6 +158,18 @@ class TextClassifier:
             "confidence": probabilities[best],
             "probabilities": dict(zip(self.labels, probabilities)),
         }
+
+
+def check_output_free(output_file: str, overwrite: bool) -> None:
+    """Refuse an ``output_file`` (or its metrics report) that exists, unless ``overwrite``: checked before the
+    model loads, and again when writing."""
+    from ..eval.metrics.classification import report_paths
+
+    output = Path(output_file)
+    existing = [str(path) for path in (output, *report_paths(output)) if path.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"output_file={output_file} or its metrics report already exists ({', '.join(existing)}).",
+                          "Choose another output_file, or pass overwrite_output_file=true to replace them.")
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
@@ -237,6 +244,8 @@ def run_classifier_predict(argv: Union[dict[str, Any], list[str], None] = None) 
                           "Remove response; pass the text to label as text=....")
     if options.input_file:
         read_rows(options.input_file)  # a bad input file fails before the model loads
+        if options.output_file:  # and so does an output file that is already there
+            check_output_free(options.output_file, options.overwrite_output_file)
     classifier = TextClassifier.from_parsed(model_args, data_args, finetuning_args)
     if options.text:
         print(json.dumps(classifier.predict(options.text), ensure_ascii=False))

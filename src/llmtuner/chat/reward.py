@@ -70,6 +70,9 @@ def run_reward_predict(argv: Union[dict[str, Any], list[str], None] = None) -> i
     model_args, data_args, finetuning_args, _, options = get_predict_args(argv)
     if options.input_file:
         read_rows(options.input_file)  # a bad input file fails before the model loads
+        if Path(options.output_file).exists() and not options.overwrite_output_file:  # so does an existing output
+            raise ConfigError(f"output_file={options.output_file} already exists.",
+                              "Choose another output_file, or pass overwrite_output_file=true to replace it.")
     elif not options.text or not options.response:
         raise ConfigError("A reward model scores a response to a question: pass text=<question> response=<answer>.",
                           "Or pass input_file=<rows with instruction and output, or chosen/rejected> "
@@ -77,9 +80,6 @@ def run_reward_predict(argv: Union[dict[str, Any], list[str], None] = None) -> i
     scorer = RewardScorer(TextClassifier.from_parsed(model_args, data_args, finetuning_args))
     if options.input_file:
         output = Path(options.output_file)
-        if output.exists() and not options.overwrite_output_file:
-            raise ConfigError(f"output_file={output} already exists.",
-                              "Choose another output_file, or pass overwrite_output_file=true to replace it.")
         path = options.input_file
         rows = read_rows(path)
         scored = [{**row, **scorer.score_row(row, number, path)} for number, row in enumerate(rows, start=1)]

@@ -30,7 +30,6 @@ import sys
 from typing import TYPE_CHECKING, Optional
 
 from .logging import get_logger
-from .processes import world_size
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -43,19 +42,20 @@ _NEVER_TRIM = -1
 
 
 def configure_cpu_runtime(training_args: "TrainingArguments", malloc_tuning: bool = True) -> None:
-    """Threads and (with ``malloc_tuning``) the allocator for a CPU run; does nothing on a GPU run. Call before
-    data or model loading."""
+    """Threads and (with ``malloc_tuning``) the allocator for a CPU run; does nothing on a GPU run. For scripts
+    that build their own runs (scripts/bench_*.py); llmtuner's commands do this in ``cli.prepare_process``."""
     if not is_cpu_run(training_args):
         return
-    if world_size() <= 1:
-        set_torch_threads()
+    set_torch_threads()
     if malloc_tuning:
         keep_freed_memory()
 
 
 def is_cpu_run(training_args: "TrainingArguments") -> bool:
-    """The run trains on the CPU (``use_cpu``, or no accelerator)."""
-    return bool(training_args.use_cpu) or training_args.device.type == "cpu"
+    """The run trains on the CPU (``use_cpu``, or no CUDA GPU): ``extras.env.is_gpu_run``'s answer."""
+    from .env import is_gpu_run
+
+    return not is_gpu_run(bool(training_args.use_cpu))
 
 
 def cpu_threads() -> int:
@@ -72,15 +72,17 @@ def cpu_threads() -> int:
 
 
 def set_torch_threads() -> int:
-    """Set torch's intra-op threads to ``cpu_threads()`` unless OMP_NUM_THREADS is set; returns the count."""
+    """Set torch's intra-op threads to OMP_NUM_THREADS when set (by the user, or by the CLI for each rank of a
+    multi-process run: torch read the variable when it was imported, maybe before it was set), else to
+    ``cpu_threads()``; returns the count."""
     import torch
 
-    if os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()  # torch already read it
-    threads = cpu_threads()
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    threads = int(text) if text.isdigit() and int(text) > 0 else cpu_threads()
     if threads != torch.get_num_threads():
-        logger.info(f"Using {threads} CPU threads (torch chose {torch.get_num_threads()}); set OMP_NUM_THREADS "
-                    "to choose.")
+        if not text:
+            logger.info(f"Using {threads} CPU threads (torch chose {torch.get_num_threads()}); set OMP_NUM_THREADS "
+                        "to choose.")
         torch.set_num_threads(threads)
     return threads
 

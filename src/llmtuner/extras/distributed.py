@@ -22,13 +22,11 @@ import os
 from typing import TYPE_CHECKING, Optional
 
 from .env import has_cuda
-from .logging import get_logger
 from .processes import local_world_size, world_size
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
 
-logger = get_logger(__name__)
 
 
 def rendezvous_variables(uses_deepspeed: bool) -> dict[str, str]:
@@ -53,19 +51,6 @@ def rank_cpu_threads() -> Optional[int]:
     return max(1, cpu_threads() // local_world_size())
 
 
-def setup_process(uses_deepspeed: bool = False) -> None:
-    """Per-process settings of a multi-process CPU run: this rank's share of the cores as torch threads.
-
-    Call it before the training arguments are built: with ``deepspeed`` set, TrainingArguments already sets up the
-    process group, and accelerate then gives each process all physical cores divided by LOCAL_WORLD_SIZE, which
-    the deepspeed launcher does not set (it sets LOCAL_SIZE), so every process would take every core.
-    (The environment side, rendezvous variables, OMP_NUM_THREADS and quiet non-main ranks, is the CLI layer's:
-    ``cli.prepare_process``.)
-    """
-    if world_size() > 1 and not has_cuda():
-        limit_cpu_threads()
-
-
 def free_port() -> int:
     """A TCP port nothing listens on now, for a single process's rendezvous."""
     import socket
@@ -76,13 +61,11 @@ def free_port() -> int:
 
 
 def limit_cpu_threads() -> int:
-    """Give this process's torch its share of the cores (OMP_NUM_THREADS when set); returns the thread count."""
+    """Give this rank's torch its share of the cores (OMP_NUM_THREADS when set); returns the thread count. Called
+    by the CLI layer only (``cli.prepare_process``, which also reports the count once)."""
     import torch
 
     threads = int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS") else rank_cpu_threads() or 1
-    if not os.environ.get("OMP_NUM_THREADS"):
-        logger.info(f"OMP_NUM_THREADS is not set: {threads} CPU thread(s) for each of the {local_world_size()} "
-                    "local processes (set OMP_NUM_THREADS to choose).")
     torch.set_num_threads(threads)
     return threads
 

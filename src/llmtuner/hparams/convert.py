@@ -74,7 +74,18 @@ def typed_args(user_args: dict[str, Any], classes: tuple[type, ...]) -> dict[str
     user_args = resolve_aliases(user_args)
     types_ = field_types(classes)
     reject_unknown(user_args, list(types_), [cls.__name__ for cls in classes])
-    return {key: coerce(key, value, types_[key]) for key, value in user_args.items()}
+    return {key: coerce_user_value(user_args, key, types_[key]) for key in user_args}
+
+
+def coerce_user_value(user_args: dict[str, Any], key: str, hint: Any) -> Any:
+    """``coerce`` of ``user_args[key]``; a wrong type names where the user set it (file and line)."""
+    try:
+        return coerce(key, user_args[key], hint)
+    except ConfigError as exc:
+        where = origin_of(user_args, key)
+        if not where:
+            raise
+        raise ConfigError(f"{exc.message.rstrip('.')}{where}.", exc.hint) from None
 
 
 def reject_unknown(user_args: dict[str, Any], names: list[str], class_names: list[str]) -> None:

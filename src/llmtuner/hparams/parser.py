@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Union
 from ..extras.env import has_cuda
 from ..extras.errors import ConfigError, LlmtunerError
 from ..extras.logging import get_logger
-from .convert import coerce, field_defaults, field_types, reject_unknown, typed_args
+from .convert import coerce_user_value, field_defaults, field_types, reject_unknown, typed_args
 from .data_args import DataArguments
 from .finetuning_args import FinetuningArguments
 from .generating_args import GeneratingArguments
@@ -49,7 +49,7 @@ TrainArgs = tuple[ModelArguments, DataArguments, "Seq2SeqTrainingArguments", Fin
 InferArgs = tuple[ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments]
 
 
-def get_train_args(args: Union[dict[str, Any], list[str], None] = None) -> TrainArgs:
+def get_train_args(args: Union[dict[str, Any], list[str], None] = None, rules_checked: bool = False) -> TrainArgs:
     """Parse and validate training arguments (see ``read_args`` for what ``args`` can be).
 
     Raises ``ConfigError`` for unknown keys (naming the closest valid ones), values of the wrong type, invalid
@@ -57,11 +57,14 @@ def get_train_args(args: Union[dict[str, Any], list[str], None] = None) -> Train
     Keys the user left out get run defaults: do_train (when no do_* key is set), do_eval (when val_size or
     eval_dataset is set), report_to none,
     remove_unused_columns false, and use_cpu on a machine without CUDA. Nothing is written to disk.
+    ``rules_checked``: ``check_train_args_early`` already applied the cross-argument rules to these arguments
+    (``early_checks_cover_rules()``), so they are not applied a second time.
     """
     classes = _train_dataclasses()
     values = _train_values(read_args(args), classes)
     settings = {**field_defaults(classes), **values}
-    check_args(settings)
+    if not rules_checked:
+        check_args(settings)
     if (settings["bf16"] or settings["fp16"]) and not has_cuda():
         logger.warning("bf16/fp16 requested but no CUDA GPU was found: mixed precision on CPU is slow.")
     parsed = _parse_dataclasses(values, classes)
@@ -182,6 +185,14 @@ def _eval_values(args: Union[dict[str, Any], list[str], None]) -> dict[str, Any]
     return values
 
 
+def early_checks_cover_rules() -> bool:
+    """True when ``check_train_args_early`` applies every rule of ``check_args`` (TrainingArguments' source could
+    be read), so ``get_train_args(..., rules_checked=True)`` may skip them."""
+    from .training_fields import training_fields
+
+    return bool(training_fields())
+
+
 def check_train_args_early(args: Union[dict[str, Any], list[str], None] = None) -> tuple[Any, ...]:
     """Run the checks of ``get_train_args`` that need neither torch nor transformers; return llmtuner's own
     dataclasses of a training run (model, data, finetuning, generating), validated.
@@ -202,12 +213,13 @@ def check_train_args_early(args: Union[dict[str, Any], list[str], None] = None) 
         names = [name for cls in _TRAIN_CLASSES for name in (field_types((cls,)) if cls else training)]
         class_names = [cls.__name__ if cls else "Seq2SeqTrainingArguments" for cls in _TRAIN_CLASSES]
         reject_unknown(user_args, list(dict.fromkeys(names)), class_names)
-    own = typed_args({key: value for key, value in user_args.items() if key in own_types}, own_classes)
+    own = typed_args(UserArgs({key: value for key, value in user_args.items() if key in own_types},
+                              user_args.origins), own_classes)
     built = tuple(cls(**{key: value for key, value in own.items() if key in field_types((cls,))})
                   for cls in own_classes)
     if training:
-        given = {key: coerce(key, value, training[key].plain_type or Any)
-                 for key, value in user_args.items() if key in training and key not in own_types}
+        given = {key: coerce_user_value(user_args, key, training[key].plain_type or Any)
+                 for key in user_args if key in training and key not in own_types}
         defaults = {name: field.default for name, field in training.items() if field.default is not NO_DEFAULT}
         check_args({**defaults, **field_defaults(own_classes), **with_run_defaults({**given, **own})})
     return built

@@ -36,6 +36,11 @@ def origin_of(args: Any, key: str) -> str:
     return args.where(key) if isinstance(args, UserArgs) else ""
 
 
+def with_defaults(user_args: dict[str, Any], defaults: dict[str, Any]) -> UserArgs:
+    """``defaults`` under ``user_args`` (a key the user set wins), keeping where each user key came from."""
+    return UserArgs({**defaults, **user_args}, getattr(user_args, "origins", None))
+
+
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..extras.resume_points import resolve_resume_checkpoint
-from ..extras.env import has_cuda, require_package
+from ..extras.env import GENERATION_METRIC_PACKAGES, has_cuda, require_packages
 from ..extras.errors import ConfigError
 from .finetuning_args import PREFERENCE_STAGES
 
@@ -127,22 +127,24 @@ def _check_output_dir(settings: dict[str, Any]) -> None:
 
 
 def check_dependencies(settings: dict[str, Any]) -> None:
-    """Options that need an optional package: fail now, not when the model loads or training starts."""
+    """Options that need an optional package: fail now, not when the model loads or training starts; every
+    missing package is named at once (``require_packages``)."""
+    needs = []
     if settings.get("attn_implementation") == "flash_attention_2":
-        require_package("flash_attn", "flash-attn", "attn_implementation: flash_attention_2")
+        needs.append(("attn_implementation: flash_attention_2", (("flash_attn", "flash-attn"),)))
     if settings.get("quantization_bit") is not None:
-        require_package("bitsandbytes", "bitsandbytes", f"quantization_bit: {settings['quantization_bit']}")
+        needs.append((f"quantization_bit: {settings['quantization_bit']}", (("bitsandbytes", "bitsandbytes"),)))
     deepspeed = settings.get("deepspeed")
     if deepspeed:
         if isinstance(deepspeed, str) and not deepspeed.lstrip().startswith("{") and not os.path.isfile(deepspeed):
             raise ConfigError(f"deepspeed={deepspeed} does not exist.",
                               "Point deepspeed at a DeepSpeed JSON config, e.g. deepspeed: deepspeed_config.json.")
-        require_package("deepspeed", "deepspeed", "the deepspeed option")
+        needs.append(("the deepspeed option", (("deepspeed", "deepspeed"),)))
     reporters = settings.get("report_to") or []
     reporters = [reporters] if isinstance(reporters, str) else reporters
-    for tracker in ("wandb", "tensorboard"):
-        if tracker in reporters:
-            require_package(tracker, tracker, f"report_to: {tracker}")
+    needs += [(f"report_to: {tracker}", ((tracker, tracker),)) for tracker in ("wandb", "tensorboard")
+              if tracker in reporters]
+    require_packages(needs)
 
 
 def _check_batching(settings: dict[str, Any]) -> None:
@@ -189,8 +191,7 @@ def _check_predict(settings: dict[str, Any]) -> None:
     if not (settings["eval_dataset"] or settings["dataset"]):
         raise ConfigError("do_predict needs rows to predict, but neither eval_dataset nor dataset is set.",
                           "Set eval_dataset: <name from dataset_info.json>.")
-    for module, pip_name in (("jieba", "jieba"), ("rouge_chinese", "rouge-chinese"), ("nltk", "nltk")):
-        require_package(module, f"{pip_name} (or: pip install -e '.[metrics]')", "do_predict (ROUGE/BLEU)")
+    require_packages([("do_predict (ROUGE/BLEU)", GENERATION_METRIC_PACKAGES)])
 
 
 def check_series_args(settings: dict[str, Any], what: str) -> None:

@@ -44,8 +44,11 @@ def save_run_args(output_dir: str, user_args: dict[str, Any], parsed: tuple[Any,
     # TrainingArguments rewrites some fields in __post_init__ (report_to "none" -> []), so its part of the record
     # is the user's typed values and the run defaults, which give the same arguments when read back.
     training_cls = type(training)
+    # Run defaults implied by other arguments (do_eval by val_size, a data argument) are recorded as resolved, so
+    # a rerun or resume from this file does everything the original run did.
+    implied = {key: value for key, value in with_run_defaults(dict(user_args)).items() if key not in user_args}
     training_values = {**field_defaults((training_cls,)),
-                       **with_machine_defaults(with_run_defaults(typed_args_of(user_args, training_cls)))}
+                       **with_machine_defaults({**implied, **typed_args_of(user_args, training_cls)})}
     values: dict[str, Any] = {}
     for part in (model, data, finetuning):
         values.update({field.name: getattr(part, field.name) for field in dataclasses.fields(part) if field.init})

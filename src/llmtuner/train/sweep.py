@@ -195,17 +195,29 @@ def split_sweep_argv(argv: list[str]) -> tuple[list[float], str, float, list[str
     return sweep.ratios, sweep.metric, sweep.tolerance, rest
 
 
-def sweep_main(argv: list[str]) -> int:
-    """``llmtuner sweep``: parse the command line and run the sweep."""
+def sweep_main(argv: list[str], defaults: Optional[dict[str, Any]] = None,
+               prepare: Optional[Callable[[dict[str, Any]], None]] = None) -> int:
+    """``llmtuner sweep``: parse the command line and run the sweep, over any argument (``--param``,
+    train/param_sweep.py) or over data ratios. ``defaults``: arguments that apply unless the user set them (the
+    CLI's environment defaults); where each user key was set is kept for error messages. ``prepare(args)``: the
+    caller's process set-up (the CLI layer's), called once with the sweep's arguments before any run."""
+    from ..hparams.reader import read_args, with_defaults
+
     if argv in (["-h"], ["--help"]) or not argv:
         print(USAGE + "\n" + PARAM_USAGE)
         return 0 if argv else 2
-    if is_param_sweep(argv):  # any training argument: train/param_sweep.py
+    if is_param_sweep(argv):
         axes, param_metric, rest = split_param_argv(argv)
-        run_param_sweep(rest, axes, param_metric)
+        args = with_defaults(read_args(rest), defaults or {})
+        if prepare is not None:
+            prepare(args)
+        run_param_sweep(args, axes, param_metric)
         return 0
     ratios, metric, tolerance, rest = split_sweep_argv(argv)
-    run_sweep(rest, ratios, metric, tolerance)
+    args = with_defaults(read_args(rest), defaults or {})
+    if prepare is not None:
+        prepare(args)
+    run_sweep(args, ratios, metric, tolerance)
     return 0
 
 

@@ -1,9 +1,9 @@
-"""``run_exp``: one training run, from arguments to metrics. (Curricula, sweeps and ``stage: eval`` are routed by
-the entry layer, ``cli.run_config``, which calls this once per run.)"""
+"""``run_exp``: one training run of stage pt, sft, cls, dpo, kto or rm, from arguments to metrics. (Curricula,
+sweeps and ``stage: eval`` are routed by the entry layer, ``cli.run_config``, which calls this once per run.)"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ..extras.errors import ConfigError
 from ..extras.logging import get_logger
@@ -18,19 +18,21 @@ def run_exp(
     args: Union[dict[str, Any], list[str], None] = None,
     callbacks: Optional[list["TrainerCallback"]] = None,
     parsed: Optional[tuple[Any, ...]] = None,
+    prepare: Optional[Callable[[], None]] = None,
 ) -> dict[str, float]:
-    """Run one training of stage pt, sft or cls and return its metrics.
+    """Run one training of stage pt, sft, cls, dpo, kto or rm and return its metrics.
 
     ``args`` is a dict, an argv list or None (sys.argv), read once. In order: every check that needs no torch
-    (unknown keys, values, cross-argument rules, files, dataset names), the process set-up (threads, DeepSpeed
-    rendezvous, malloc), the full arguments, the seed, then the stage recipe; run_args.yaml is written when the
-    Trainer exists, so a run that fails on its data or model writes nothing. ``parsed`` = the arguments parsed
-    already from ``args`` (a curriculum stage, a sweep run: ``run_series.parse_series_run``), not parsed again.
+    (unknown keys, values, cross-argument rules, files, dataset names), ``prepare()`` (the caller's process
+    set-up: the CLI layer's threads, DeepSpeed rendezvous, malloc; library code changes no process state), the
+    full arguments, the seed, then the stage recipe; run_args.yaml is written when the Trainer exists, so a run
+    that fails on its data or model writes nothing. ``parsed`` = the arguments parsed already from ``args`` (a
+    curriculum stage, a sweep run: ``run_series.parse_series_run``), not parsed again.
 
     Raises ``LlmtunerError`` subclasses for anything the user can fix (before the model loads), and
     ``TrainingStopped`` when SIGINT/SIGTERM stopped training after a checkpoint.
     """
-    from ..hparams.parser import check_train_args_early, get_train_args, read_args
+    from ..hparams.parser import check_train_args_early, early_checks_cover_rules, get_train_args, read_args
     from .preflight import preflight_checks
 
     raw = read_args(args)
@@ -41,17 +43,14 @@ def run_exp(
     model_args, data_args, finetuning_args, _ = (parsed[0], parsed[1], parsed[3], None) if parsed else \
         check_train_args_early(raw)
     preflight_checks(model_args, data_args, finetuning_args)
-    from ..extras.distributed import connect_deepspeed_comm, setup_process
-
-    # CPU threads per rank and quiet non-main ranks, before the arguments set up the process group.
-    setup_process(uses_deepspeed=bool(raw.get("deepspeed")))
-    parsed = parsed or get_train_args(raw)
+    if prepare is not None:  # before the arguments: with deepspeed set, TrainingArguments sets up the process group
+        prepare()
+    # The cross-argument rules ran once, in the early checks (when TrainingArguments' source could be read).
+    parsed = parsed or get_train_args(raw, rules_checked=early_checks_cover_rules())
     model_args, data_args, training_args, finetuning_args, generating_args = parsed
-    connect_deepspeed_comm(training_args)  # DeepSpeed on CPU: ZeRO-3 must see every process while the model loads
-    from ..extras.cpu_runtime import configure_cpu_runtime
+    from ..extras.distributed import connect_deepspeed_comm
 
-    # CPU runs: threads for the usable cores; malloc_tuning keeps big tensors in the heap (no page faults)
-    configure_cpu_runtime(training_args, malloc_tuning=finetuning_args.malloc_tuning)
+    connect_deepspeed_comm(training_args)  # DeepSpeed on CPU: ZeRO-3 must see every process while the model loads
 
     from transformers import enable_full_determinism, set_seed
 
