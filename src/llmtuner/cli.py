@@ -381,7 +381,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
     "export": ("Merge LoRA adapters into the base and write a standalone safetensors model.", _export),
     "chat": ("Chat with a model in the terminal (streamed replies, history, `clear`, `exit`).", _chat),
     "test": ("Run a tuned model over a task test file (modes), or a scoring test set (report; --compare).", _test),
-    "predict": ("Label texts with a classifier (stage cls): one text, a file (JSON lines out), or interactively.",
+    "predict": ("Label texts with a classifier (stage cls), or score responses with a reward model (stage rm): "
+                "one text, a file (JSON lines out), or interactively.",
                 _predict),
     "api": ("Serve a model (or a stage cls classifier) over an OpenAI-compatible HTTP API.", _api),
     "make-tiny-model": ("Build a tiny random model with a real tokenizer, for tests and demos.", _make_tiny_model),

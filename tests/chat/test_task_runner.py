@@ -201,6 +201,19 @@ def test_a_missing_metrics_package_is_reported_before_the_model_loads(tiny_qwen2
     assert not (tmp_path / "out").exists()
 
 
+def test_every_missing_metrics_package_is_named_in_one_install_command(monkeypatch):
+    import llmtuner.extras.env as env
+    from llmtuner.eval.metrics.generation import check_metric_packages
+    from llmtuner.extras.errors import DependencyError
+
+    monkeypatch.setattr(env, "is_package_available", lambda name: name not in {"jieba", "rouge_chinese", "nltk"})
+    with pytest.raises(DependencyError) as caught:
+        check_metric_packages()
+    assert caught.value.message == ("`jieba`, `rouge_chinese`, `nltk` are needed for ROUGE/BLEU of generated text.")
+    assert caught.value.hint == ("Install them with: pip install jieba rouge-chinese nltk "
+                                 "(or, in the llmtuner folder: pip install '.[metrics]')")
+
+
 # ---- the modes, on the model that memorised four rows ----
 
 def write_config(tmp_path: Path, memorised, test_file: Path, save_dir: Path, **extra) -> Path:

@@ -216,6 +216,11 @@ def test_wrong_types_name_the_field_and_type(base, key, value, message):
     "key, value, message",
     [("finetuning_type", "qlora", "finetuning_type='qlora' is not a valid value."),
      ("cutoff_len", 0, "cutoff_len=0 is out of range."),
+     ("num_train_epochs", -1, "num_train_epochs=-1 is out of range."),
+     ("learning_rate", -1e-4, "learning_rate=-0.0001 is out of range."),
+     ("max_steps", -3, "max_steps=-3 is out of range."),
+     ("per_device_train_batch_size", 0, "per_device_train_batch_size=0 is out of range."),
+     ("gradient_accumulation_steps", 0, "gradient_accumulation_steps=0 is out of range."),
      ("val_size", 1.5, "val_size=1.5 is neither a fraction below 1 nor a whole number of samples.")],
 )
 def test_bad_values_name_the_field(base, key, value, message):

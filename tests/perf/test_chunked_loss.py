@@ -104,7 +104,10 @@ def test_chunked_loss_is_on_by_default_on_cpu_only_and_warns_only_when_asked_for
 
     from llmtuner.train.trainer import _use_chunked_loss
 
+    import llmtuner.extras.env as env
+
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen2_dir)
+    monkeypatch.setattr(env, "has_cuda", lambda: True)  # a GPU machine: use_cpu alone makes a run a CPU run
     cpu = SimpleNamespace(use_cpu=True, device=SimpleNamespace(type="cpu"), deepspeed=None)
     gpu = SimpleNamespace(use_cpu=False, device=SimpleNamespace(type="cuda"), deepspeed=None)
     assert _use_chunked_loss(None, model, cpu) and _use_chunked_loss(True, model, gpu)

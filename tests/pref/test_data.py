@@ -21,7 +21,8 @@ def _tokenised(stage: str, dataset: str, data_dir: Path, tokenizer, tmp_path: Pa
     from llmtuner.hparams import DataArguments
 
     data_args = DataArguments(dataset=dataset, dataset_dir=str(data_dir), template="qwen", cutoff_len=cutoff_len)
-    training_args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    training_args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                             do_train=True)  # a training run: its first example is shown
     template = get_template("qwen", tokenizer)
     return template, get_dataset(template, tokenizer, data_args, training_args, stage=stage).train_dataset
 

@@ -35,9 +35,22 @@ def test_rank_sweep_writes_table_and_chart_and_skips_finished_runs(tiny_qwen2_di
         last = report["history"][-1]
         assert run["watch"]["change"] == last["change"] and run["metrics"]["eval_loss"] > 0
         assert run["peak_memory_mib"] > 0 and run["train_time_s"] > 0
-    assert set(result["pareto"]) <= {"lora_rank_2", "lora_rank_4", "lora_rank_8"} and result["pareto"]
-    table = (out / "sweep.md").read_text(encoding="utf-8")
-    assert "| lora_rank | eval_loss | mmlu change | trainable params |" in table
+    # The Pareto set, worked out here from the runs' numbers: a run stays unless another has an eval_loss no higher
+    # and an accuracy change no lower, and differs in one of them.
+    points = {run["label"]: (run["metrics"]["eval_loss"], run["watch"]["overall_change"]) for run in result["runs"]}
+    expected = [label for label, (loss, change) in points.items()
+                if not any(other_loss <= loss and other_change >= change and (other_loss, other_change) != (loss, change)
+                           for other, (other_loss, other_change) in points.items() if other != label)]
+    assert result["pareto"] == expected and expected
+    table = (out / "sweep.md").read_text(encoding="utf-8").splitlines()
+    assert table[0].startswith("| lora_rank | eval_loss | mmlu change | trainable params | train time (s) |")
+    for line, run in zip(table[2:5], result["runs"]):  # one row per run, its own numbers
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[0] == run["label"].removeprefix("lora_rank_") and cells[-1] == "trained"
+        assert cells[1] == f"{run['metrics']['eval_loss']:.4f}"
+        assert cells[2] == f"{100 * run['watch']['change']['mmlu']:+.1f} pts"
+        assert cells[3] == f"{run['trainable_params']:,}"
+    assert f"Pareto front (no run is better on both eval_loss and forgetting): {', '.join(expected)}." in table
     assert (out / "sweep.png").stat().st_size > 0
 
     again = run_param_sweep(config, [("lora_rank", ["2", "4", "8"])])

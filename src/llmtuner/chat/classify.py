@@ -18,10 +18,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, TextIO, Union
+from typing import TYPE_CHECKING, Any, Optional, TextIO, Union
 
 from ..extras.errors import ConfigError, DatasetError
-from ..extras.files import write_text_atomically
+from ..extras.files import write_jsonl_atomically
 from ..extras.logging import get_logger
 from ..extras.user_files import parse_json_records, read_user_text
 
@@ -134,7 +134,7 @@ class TextClassifier:
             for start in range(0, len(texts), batch_size):
                 predictions += self.predict_batch(texts[start:start + batch_size], batch_size)
                 bar.update(min(batch_size, len(texts) - start))
-        _write_jsonl_atomically(output, ({**row, **prediction} for row, prediction in zip(rows, predictions)))
+        write_jsonl_atomically(output, ({**row, **prediction} for row, prediction in zip(rows, predictions)))
         summary: dict[str, Any] = {"rows": len(rows), "output_file": str(output)}
         gold = [next((str(row[key]) for key in GOLD_KEYS if row.get(key) not in (None, "")), None) for row in rows]
         if rows and all(label is not None for label in gold):
@@ -261,7 +261,3 @@ def run_classifier_predict(argv: Union[dict[str, Any], list[str], None] = None) 
         classify_loop(classifier)
     return 0
 
-
-def _write_jsonl_atomically(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Written whole or not at all (extras/files.py), so an interrupted run leaves no half-written predictions."""
-    write_text_atomically(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..extras.errors import ConfigError, DatasetError
-from .classify import TextClassifier, _write_jsonl_atomically, read_rows, row_text
+from ..extras.files import write_jsonl_atomically
+from .classify import TextClassifier, read_rows, row_text
 
 RESPONSE_KEYS = ("response", "output")
 
@@ -83,7 +84,7 @@ def run_reward_predict(argv: Union[dict[str, Any], list[str], None] = None) -> i
         path = options.input_file
         rows = read_rows(path)
         scored = [{**row, **scorer.score_row(row, number, path)} for number, row in enumerate(rows, start=1)]
-        _write_jsonl_atomically(output, scored)
+        write_jsonl_atomically(output, scored)
         print(f"Wrote {len(scored)} scored rows to {output.resolve()}")
         return 0
     print(json.dumps({"score": scorer.score(options.text, options.response)}, ensure_ascii=False))

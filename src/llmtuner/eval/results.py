@@ -13,7 +13,7 @@ from statistics import mean
 from typing import Any, Iterable
 
 from ..extras.errors import ConfigError
-from ..extras.files import check_folder_empty, write_text_atomically
+from ..extras.files import check_folder_empty, write_jsonl_atomically, write_text_atomically
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -61,9 +61,8 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_results(save_dir: Path, results: dict[str, Any], predictions: list[dict[str, Any]]) -> list[Path]:
     """results.json, predictions.jsonl and results.md in ``save_dir``; returns their paths."""
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
     paths = [save_dir / PREDICTIONS_FILE, save_dir / REPORT_FILE, save_dir / RESULTS_FILE]
-    write_text_atomically(paths[0], lines)
+    write_jsonl_atomically(paths[0], predictions)
     write_text_atomically(paths[1], results_markdown(results))
     write_json(paths[2], results)  # last: its presence means the run finished
     return paths

@@ -62,7 +62,8 @@ def require_packages(needs: list[tuple[str, tuple[tuple[str, str], ...]]]) -> No
     uses = list(dict.fromkeys(use for uses in missing.values() for use in uses))
     pip_names = list(dict.fromkeys(pip_name for _, pip_name in missing))
     extras = sorted({EXTRA_OF[name] for name in pip_names if name in EXTRA_OF})
-    also = f" (or: pip install -e '.[{','.join(extras)}]')" if all(name in EXTRA_OF for name in pip_names) else ""
+    also = (f" (or, in the llmtuner folder: pip install '.[{','.join(extras)}]')"
+            if all(name in EXTRA_OF for name in pip_names) else "")
     names = ", ".join(f"`{import_name}`" for import_name, _ in missing)
     raise DependencyError(f"{names} {'is' if len(missing) == 1 else 'are'} needed for {'; '.join(uses)}.",
                           f"Install {'it' if len(pip_names) == 1 else 'them'} with: pip install {' '.join(pip_names)}"

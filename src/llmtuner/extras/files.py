@@ -11,11 +11,12 @@ into a folder that holds other files unless the user said to overwrite.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 from .errors import ConfigError
 
@@ -69,6 +70,11 @@ def write_text_atomically(path: PathLike, text: str, encoding: str = "utf-8") ->
             os.remove(temporary)
     return path
 
+
+
+def write_jsonl_atomically(path: PathLike, rows: Iterable[dict]) -> Path:
+    """One JSON object per line (UTF-8, not escaped), written whole or not at all; returns ``path``."""
+    return write_text_atomically(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 def write_file_atomically(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Run ``write(temporary_path)`` (e.g. ``figure.savefig``), then rename the result to ``path``."""

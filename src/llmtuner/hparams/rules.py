@@ -48,6 +48,19 @@ def with_machine_defaults(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+# transformers' TrainingArguments accept these out of range and fail (or do nothing) later: -1 epochs trains zero
+# steps, a negative learning rate climbs the loss. (name, lowest value; max_steps -1 means "use the epochs").
+TRAINING_RANGES = (("learning_rate", 0), ("num_train_epochs", 0), ("max_steps", -1), ("per_device_train_batch_size", 1),
+                   ("per_device_eval_batch_size", 1), ("gradient_accumulation_steps", 1))
+
+
+def check_training_ranges(settings: dict[str, Any]) -> None:
+    """The Trainer's numbers a user sets most often, in range (each field checks itself in the other dataclasses)."""
+    for name, low in TRAINING_RANGES:
+        value = settings.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < low:
+            raise ConfigError(f"{name}={value} is out of range.", f"Set {name} to a value >= {low}.")
+
 def check_args(settings: dict[str, Any]) -> None:
     """Rules across arguments and the machine, on every setting (user value or default), before any is used."""
     check_model_given(settings)
@@ -59,6 +72,7 @@ def check_args(settings: dict[str, Any]) -> None:
         raise ConfigError(
             "do_train, do_eval and do_predict are all false: there is nothing to run.", "Set do_train: true."
         )
+    check_training_ranges(settings)
     if settings["do_train"] and not settings["dataset"]:
         raise ConfigError("Training needs a dataset, but dataset is not set.",
                           "Add dataset: <name from dataset_info.json> (comma-separate several).")

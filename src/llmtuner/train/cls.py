@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..data.preprocess.classification import ClassificationDatasets, get_classification_dataset
+from ..extras.cpu_runtime import is_cpu_run
 from ..extras.env import require_package
 from ..extras.errors import ConfigError, DatasetError
 from ..extras.logging import get_logger
@@ -73,7 +74,7 @@ def run_cls(
     # transformers Auto class and PEFT task type.
     model = load_classifier(tokenizer, model_args, finetuning_args, label_map, is_trainable=training_args.do_train)
     metrics = ClassificationMetrics(label_map.labels)
-    on_gpu = not training_args.use_cpu and training_args.device.type == "cuda"
+    on_gpu = not is_cpu_run(training_args)  # the one GPU-run check (extras/env.is_gpu_run)
     trainer = LlmtunerTrainer(
         model=model,
         args=training_args,

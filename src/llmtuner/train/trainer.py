@@ -118,8 +118,9 @@ def build_collator(tokenizer: "PreTrainedTokenizer", training_args: "Seq2SeqTrai
     """Dynamic padding to the longest row of each batch (to a multiple of 8 on GPU for tensor cores); packed rows
     keep their samples apart, by the attention kernel's own means (data/collator.py)."""
     from ..data.collator import SupervisedDataCollator
+    from ..extras.cpu_runtime import is_cpu_run
 
-    on_gpu = not training_args.use_cpu and training_args.device.type == "cuda"
+    on_gpu = not is_cpu_run(training_args)  # the one GPU-run check (extras/env.is_gpu_run)
     attn_implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
     return SupervisedDataCollator(tokenizer, pad_to_multiple_of=8 if on_gpu else None,
                                   attn_implementation=attn_implementation)

@@ -13,17 +13,15 @@ import logging
 from functools import lru_cache
 from typing import Sequence
 
-from ...extras.env import require_package
+from ...extras.env import GENERATION_METRIC_PACKAGES, require_packages
 from ...extras.errors import ConfigError
 
 METRIC_NAMES = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
 
 
 def check_metric_packages() -> None:
-    """Raise DependencyError naming the pip package when jieba, rouge-chinese or nltk is missing (no import)."""
-    for module, pip_name in (("jieba", "jieba"), ("rouge_chinese", "rouge-chinese"), ("nltk", "nltk")):
-        require_package(module, f"{pip_name} (or every metrics package: pip install \".[metrics]\")",
-                        "ROUGE/BLEU of generated text")
+    """Raise DependencyError naming every missing one of jieba, rouge-chinese and nltk at once (no import)."""
+    require_packages([("ROUGE/BLEU of generated text", GENERATION_METRIC_PACKAGES)])
 
 
 @lru_cache(maxsize=1)
