@@ -79,7 +79,7 @@ def llmtuner_logs(caplog):
 def _isolated_environment():
     """Each test leaves os.environ as it found it.
 
-    `setup_process(uses_deepspeed=True)` writes the single-process rendezvous variables (WORLD_SIZE=1,
+    `prepare_process(uses_deepspeed=True)` (cli.py) writes the single-process rendezvous variables (WORLD_SIZE=1,
     MASTER_PORT=...) straight into os.environ, which monkeypatch.delenv does not undo for a variable that was
     unset before. Leaked, every later subprocess inherited WORLD_SIZE and opened a process group on that port.
     """

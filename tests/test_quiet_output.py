@@ -49,6 +49,35 @@ def test_deepspeeds_cpu_banner_is_dropped_unless_deepspeed_is_asked_for(argv, sh
     assert bool(deepspeed_logger.filter(other))
 
 
+
+def test_accelerates_accumulation_notice_of_deepspeed_runs_is_dropped_and_nothing_else(monkeypatch):
+    import inspect
+
+    from accelerate import Accelerator
+
+    from llmtuner.cli import prepare_process
+    from llmtuner.extras.logging import ACCELERATE_LOGGER
+
+    # The notice as accelerate words it, with transformers' plugin of 1 step (its Trainer accumulates itself).
+    source = inspect.getsource(Accelerator._prepare_deepspeed)
+    assert ('f"Gradient accumulation steps mismatch: GradientAccumulationPlugin has '
+            '{self.gradient_accumulation_steps}, "') in source
+    accelerate_logger = logging.getLogger(ACCELERATE_LOGGER)
+    monkeypatch.setattr(accelerate_logger, "filters", [])
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(ACCELERATE_LOGGER, logging.WARNING, __file__, 1, message, None, None)
+
+    notice = record("Gradient accumulation steps mismatch: GradientAccumulationPlugin has 1, DeepSpeed config has 8. "
+                    "Using DeepSpeed's value.")
+    prepare_process(uses_deepspeed=False)
+    assert accelerate_logger.filter(notice)  # only DeepSpeed runs get the filter
+    prepare_process(uses_deepspeed=True)
+    assert not accelerate_logger.filter(notice)
+    assert accelerate_logger.filter(record("Gradient accumulation steps mismatch: GradientAccumulationPlugin has 4, "
+                                           "DeepSpeed config has 8. Using DeepSpeed's value."))
+    assert accelerate_logger.filter(record("something else"))
+
 def _bitsandbytes_kernel_warning(logger_name: str = "bitsandbytes.backends.cpu.ops") -> logging.LogRecord:
     return logging.LogRecord(logger_name, logging.WARNING, __file__, 1, "Failed to load CPU gemm_4bit_forward from "
                              "kernels-community: No module named 'kernels'.", None, None)

@@ -75,7 +75,8 @@ def prepare_process(uses_deepspeed: bool = False, use_cpu: Any = False, malloc_t
     - ranks other than 0: no progress bars, info logs or Python warnings (rank 0 shows the same ones). datasets'
       bars stay on: those ranks read rank 0's cached preprocessing, so a bar from them means they tokenised again;
     - DeepSpeed runs: torch's deprecation notices for the collectives DeepSpeed calls, repeated every ZeRO-3 step,
-      are hidden (``silence_deepspeed_deprecations``);
+      are hidden (``silence_deepspeed_deprecations``), and so is accelerate's accumulation "mismatch" notice,
+      which reports the value the user set (``quiet_deepspeed_accumulation_notice``);
     - a CPU run (no CUDA, or ``use_cpu``): torch's threads = OMP_NUM_THREADS, else the usable cores
       (extras/cpu_runtime.py); with ``malloc_tuning`` (a training run's argument, recorded in run_args.yaml)
       glibc keeps freed memory in the heap. ``malloc_tuning=None``: not a training run, malloc left alone.
@@ -84,7 +85,10 @@ def prepare_process(uses_deepspeed: bool = False, use_cpu: Any = False, malloc_t
     from .extras.processes import is_main_process, world_size
 
     if uses_deepspeed:
+        from .extras.logging import quiet_deepspeed_accumulation_notice
+
         silence_deepspeed_deprecations()
+        quiet_deepspeed_accumulation_notice()
     os.environ.update(rendezvous_variables(uses_deepspeed))
     threads = rank_cpu_threads()
     if threads:  # None when the user set OMP_NUM_THREADS or there is one process

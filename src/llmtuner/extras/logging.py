@@ -54,6 +54,23 @@ class _DropMessages(logging.Filter):
         return self.fragment not in record.getMessage()
 
 
+
+ACCELERATE_LOGGER = "accelerate.accelerator"
+# transformers' Trainer accumulates gradients itself and hands accelerate a plugin of 1 step, while it fills the
+# DeepSpeed config's "auto" with the user's gradient_accumulation_steps; accelerate then warns that the two differ
+# and uses DeepSpeed's value, which is the user's own. Only the plugin-has-1 form is that case.
+DEEPSPEED_ACCUMULATION_NOTICE = "Gradient accumulation steps mismatch: GradientAccumulationPlugin has 1, "
+
+
+def quiet_deepspeed_accumulation_notice() -> None:
+    """Drop accelerate's accumulation "mismatch" warning that every DeepSpeed run with accumulation > 1 prints (the
+    value used is the one the user set; see DEEPSPEED_ACCUMULATION_NOTICE). For the entry layer, once; the filter
+    sits on accelerate's accelerator logger and drops only that message."""
+    accelerate_logger = logging.getLogger(ACCELERATE_LOGGER)
+    if not any(isinstance(f, _DropMessages) and f.fragment == DEEPSPEED_ACCUMULATION_NOTICE
+               for f in accelerate_logger.filters):
+        accelerate_logger.addFilter(_DropMessages(DEEPSPEED_ACCUMULATION_NOTICE))
+
 BITSANDBYTES_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 BITSANDBYTES_CPU_KERNEL = "Failed to load CPU gemm_4bit_forward"
 
