@@ -83,3 +83,10 @@ def test_classifier_view_gives_label_probabilities(lora_run, tiny_bert_dir):
     assert kind == "classifier"
     probabilities = classifier.predict(captured.texts[0])["probabilities"]
     assert set(probabilities) == set(classifier.labels) and sum(probabilities.values()) == pytest.approx(1.0)
+
+
+def test_the_eval_tab_opens_on_the_demo_benchmark_of_the_clone(repo_root):
+    from llmtuner.webui.eval_tab import DEMO_TASK_DIR
+
+    # the tab's default tasks (cmmlu, mmlu) are there, in the files' own layout, without ../shared
+    assert sorted(path.name for path in (repo_root / DEMO_TASK_DIR).iterdir()) == ["cmmlu", "mmlu"]

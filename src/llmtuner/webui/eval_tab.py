@@ -12,6 +12,7 @@ from .i18n import error_markdown
 if TYPE_CHECKING:
     from .context import AppContext
 
+DEMO_TASK_DIR = "data/presets/chinese_capability/benchmarks"  # relative to where the UI runs (the clone)
 TABLE_HEADERS = ["task", "level", "name", "before", "after", "delta"]
 
 
@@ -88,10 +89,10 @@ def build(ctx: "AppContext") -> None:
                          "adapter_name_or_path")
         template = ui.add(gr.Textbox(value="empty", **ui.kw("template")), "template")
     with gr.Row():
-        tasks = ui.add(gr.Dropdown(list(EVAL_TASKS), value=["ceval"], multiselect=True, elem_id="eval_tasks",
+        # Defaults: the demo benchmark that ships in the clone (real MMLU / CMMLU rows), so Run works as it opens.
+        tasks = ui.add(gr.Dropdown(list(EVAL_TASKS), value=["cmmlu", "mmlu"], multiselect=True, elem_id="eval_tasks",
                                    **ui.kw("task")), "task")
-        task_dir = ui.add(gr.Textbox(value="../shared/benchmarks", elem_id="eval_task_dir", **ui.kw("task_dir")),
-                          "task_dir")
+        task_dir = ui.add(gr.Textbox(value=DEMO_TASK_DIR, elem_id="eval_task_dir", **ui.kw("task_dir")), "task_dir")
         subjects = ui.add(gr.Textbox(elem_id="eval_subjects", **ui.kw("subjects")), "subjects")
     with gr.Row():
         n_shot = ui.add(gr.Number(value=5, precision=0, elem_id="eval_n_shot", **ui.kw("n_shot")), "n_shot")
