@@ -152,15 +152,27 @@ def run_config(args: Any = None, callbacks: Optional[list[Any]] = None) -> Any:
     from .train.tuner import run_exp
 
     # the process is set up after the checks that need no torch, so a typo fails in a second
-    return run_exp(raw, callbacks, prepare=lambda: prepare_training_process(raw))
+    return run_exp(raw, callbacks, prepare=lambda: _prepare_first_run(raw))
 
 
 def _run_curriculum(raw: Any, callbacks: Optional[list[Any]] = None) -> Any:
     from .train.curriculum import run_curriculum
 
     check_packages("curriculum", raw)
-    prepare_training_process(raw)
+    _prepare_first_run(raw)
     return run_curriculum(raw, callbacks)
+
+
+def _prepare_first_run(raw: dict[str, Any]) -> None:
+    """``prepare_training_process``, then, on a first run whose config has no doctor report, the hint to run
+    ``llmtuner doctor`` (once the config passed its checks, so an error is never preceded by it)."""
+    from .extras.processes import is_main_process
+    from .train.doctor.runner import first_run_hint
+
+    prepare_training_process(raw)
+    hint = first_run_hint(raw) if is_main_process() else None
+    if hint:
+        print(f"tip: {hint}", file=sys.stderr)
 
 
 def check_packages(command: str, args: dict[str, Any]) -> None:
@@ -251,6 +263,45 @@ EXPORT_EXAMPLE = ("llmtuner export model_name_or_path=models/tiny-qwen2 adapter_
                   "template=qwen export_dir=models/tiny-qwen2-merged")
 CHAT_EXAMPLE = "llmtuner chat model_name_or_path=models/tiny-qwen2-merged template=qwen"
 TEST_EXAMPLE = "llmtuner test configs/test_data_platform.yaml --mode accuracy"
+
+
+DOCTOR_USAGE = "llmtuner doctor <config.yaml> [key=value | --key value ...] [--out DIR] [--rows N]"
+DOCTOR_EXAMPLE = "llmtuner doctor configs/sft_lora_tiny.yaml --rows 64"
+
+
+def _doctor(argv: list[str]) -> int:
+    code = _usage_code(argv, DOCTOR_USAGE + "\n  the config of `llmtuner train`, checked on a CPU: template, masks, "
+                       "special tokens, numerics, resume, data mix, memory fit.\n  --out DIR: where doctor.json and "
+                       "doctor.md go (default <output_dir>-doctor); --rows N: rows per dataset the row checks read "
+                       "(default 32). Exit 1 when a check fails.", DOCTOR_EXAMPLE)
+    if code is not None:
+        return code
+    rest, options = _doctor_options(argv)
+    from .train.doctor.runner import run_doctor
+
+    # the doctor runs on the CPU whatever the machine has: set up its threads once the config passed
+    return run_doctor(rest, prepare=lambda: prepare_process(use_cpu=True), **options)
+
+
+def _doctor_options(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``--out DIR`` / ``--rows N`` (or ``--out=DIR``) taken out of argv; the rest is the training config."""
+    rest, options, position = [], {}, 0
+    while position < len(argv):
+        token = argv[position]
+        name, _, inline = token.partition("=")
+        if name in ("--out", "--rows"):
+            value = inline if inline else (argv[position + 1] if position + 1 < len(argv) else "")
+            position += 1 if inline else 2
+            if not value or value.startswith("--"):
+                raise ConfigError(f"{name} needs a value.", f"For example: {DOCTOR_EXAMPLE} --out saves/doctor")
+            if name == "--rows":  # the runner refuses anything but a positive count
+                options["rows"] = int(value) if value.isdigit() else value
+            else:
+                options["out"] = value
+            continue
+        rest.append(token)
+        position += 1
+    return rest, options
 
 
 def _usage_code(argv: list[str], usage_line: str, example: str) -> Optional[int]:
@@ -382,6 +433,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
                    _curriculum),
     "sweep": ("Train one run per data ratio (--ratios 0.2 0.4 ...) or per value of any argument (--param lora_rank "
               "--values 4,8,16) and compare them (sweep.json/.md/.png).", _sweep),
+    "doctor": ("Check a training config on a CPU before a long run: template, masks, special tokens, numerics, "
+               "resume, data mix, memory fit (table, doctor.json, doctor.md; exit 1 when a check fails).", _doctor),
     "export": ("Merge LoRA adapters into the base and write a standalone safetensors model.", _export),
     "chat": ("Chat with a model in the terminal (streamed replies, history, `clear`, `exit`).", _chat),
     "test": ("Run a tuned model over a task test file (modes), or a scoring test set (report; --compare).", _test),
