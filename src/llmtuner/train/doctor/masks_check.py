@@ -140,7 +140,7 @@ def _dropped(ctx: DoctorContext, encodings: list[Encoded], rows: int, cutoff: in
     empty = sum(not kept for item in encodings for kept in item.kept)
     converter = [message for item in encodings for message in ctx.cache.get(f"drops:{item.dataset}", [])]
     reasons = ([f"{empty} with no trained token left after truncation to cutoff_len={cutoff}"] if empty else [])
-    reasons += converter
+    reasons += [message.rstrip(".") for message in converter]
     value = f"{empty}/{rows}" + (" + converter drops" if converter else "")
     if not reasons:
         return Check(NAME, title, "pass", value, "every row read is trained.")

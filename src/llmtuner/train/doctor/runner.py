@@ -18,6 +18,7 @@ from .report import Check, DoctorContext, check_report_folder, exit_code, format
 # In the order they run: the model-free row checks first (seconds), then E's checks on the truncated model.
 CHECK_MODULES = ("template_check", "masks_check", "special_tokens_check", "data_mix_check",
                  "numerics_check", "resume_check", "fit_check")
+ROW_CHECK_MODULES = CHECK_MODULES[:4]  # no model loaded: what the web UI's Check button and most tests run
 DEFAULT_ROWS = 32
 
 
@@ -83,9 +84,11 @@ def build_context(args: Union[dict[str, Any], list[str]], out: Optional[str] = N
     return context, note
 
 
-def run_checks(ctx: DoctorContext, modules: tuple[str, ...] = CHECK_MODULES,
+def run_checks(ctx: DoctorContext, modules: Optional[tuple[str, ...]] = None,
                progress: Callable[[str], None] = print) -> list[Check]:
-    """Every module's ``run(ctx)`` in order, one progress line each; a crash is that module's ``fail``."""
+    """Every module's ``run(ctx)`` in order (``modules``: some of CHECK_MODULES; default all), one progress line
+    each; a crash is that module's ``fail``."""
+    modules = CHECK_MODULES if modules is None else modules
     ctx.progress = progress
     checks: list[Check] = []
     for position, name in enumerate(modules, start=1):
