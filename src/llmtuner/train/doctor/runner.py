@@ -35,9 +35,13 @@ def single_run_args(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
         return raw, ""
     from ..curriculum import split_curriculum, stage_args
 
+    from ...hparams.reader import UserArgs
+
     task_key, stages, base = split_curriculum(raw)
     base.pop("test_dataset", None)  # the curriculum tests each finished stage on it; not a training argument
-    return stage_args(base, task_key, stages, 1), f"curriculum: stage 1 ({stages[0].name}) checked"
+    # keep where each key was set, so an error names the file and line as `llmtuner train` does
+    first = UserArgs(stage_args(base, task_key, stages, 1), getattr(raw, "origins", None))
+    return first, f"curriculum: stage 1 ({stages[0].name}) checked"
 
 
 def build_context(args: Union[dict[str, Any], list[str]], out: Optional[str] = None, rows: int = DEFAULT_ROWS,
@@ -61,7 +65,7 @@ def build_context(args: Union[dict[str, Any], list[str]], out: Optional[str] = N
 
         raise ConfigError("stage: eval evaluates a model; the doctor checks a training config.",
                           "Run `llmtuner doctor` on the config you will train with `llmtuner train`.")
-    raw, note = single_run_args(dict(given))
+    raw, note = single_run_args(given)
     model_args, data_args, finetuning_args, _ = check_train_args_early(raw)
     preflight_checks(model_args, data_args, finetuning_args)
     parsed = get_train_args(raw, rules_checked=early_checks_cover_rules())
