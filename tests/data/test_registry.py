@@ -292,3 +292,17 @@ def test_only_requested_entries_are_validated(tmp_path: Path) -> None:
     # A registry copied from LLaMA-Factory may hold hub entries; they must not block the local ones.
     folder = _registry(tmp_path, {"hub": {"hf_hub_url": "x/y"}, "d": {"file_name": "data.json"}})
     assert [spec.name for spec in get_dataset_specs(["d"], folder)] == ["d"]
+
+
+def test_json_keys_are_read_for_the_json_reward(tmp_path: Path) -> None:
+    folder = _registry(tmp_path, {"j": {"file_name": "data.json", "json_keys": ["score", "reason"]},
+                                  "d": {"file_name": "data.json"}})
+    declared, plain = get_dataset_specs(["j", "d"], folder)
+    assert (declared.json_keys, plain.json_keys) == (("score", "reason"), None)
+
+
+@pytest.mark.parametrize("json_keys", [[], "score", ["score", ""], ["score", 3], ["score", "score"]])
+def test_bad_json_keys(tmp_path: Path, json_keys: object) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "json_keys": json_keys}}))
+    assert error.message.startswith(f'"json_keys": {json_keys!r} of dataset \'d\'')
+    assert error.hint.startswith('Write e.g. "json_keys": ["score", "reason"]')

@@ -15,7 +15,7 @@ from llmtuner.extras.resume_points import (
     resolve_resume_checkpoint,
 )
 from llmtuner.extras.errors import ConfigError
-from llmtuner.train.callbacks import _keep_log_until
+from llmtuner.train.callbacks import keep_log_until
 from llmtuner.train.atomic_save import AtomicCheckpointMixin, remove_replaced_checkpoints
 
 
@@ -91,7 +91,7 @@ def test_resumed_log_drops_what_the_stopped_run_wrote_after_its_checkpoint(tmp_p
     log = tmp_path / "trainer_log.jsonl"
     lines = [json.dumps({"current_steps": step, "loss": 1.0 / step}) for step in range(1, 8)]
     log.write_text("\n".join(lines) + "\n" + '{"current_steps": 8, "lo')  # the kill cut the last line short
-    _keep_log_until(str(log), 5)
+    keep_log_until(str(log), 5)
     assert [json.loads(line)["current_steps"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5]
     assert not (tmp_path / "trainer_log.jsonl.partial").exists()
 

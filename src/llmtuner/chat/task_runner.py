@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO, Union
 from ..extras.constants import RUN_ARGS_FILE, TASK_PROMPT
 from ..extras.errors import ConfigError, DatasetError, LlmtunerError
 from ..extras.logging import get_logger
+from ..eval.metrics.classification import normalize_label as normalize  # exact/contains compare labels so
 from ..extras.user_files import parse_json_records, read_user_text
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 RESULTS_JSON, RESULTS_MD, PREDICTIONS_JSONL = "test_results.json", "test_results.md", "test_predictions.jsonl"
-_QUOTES = " \"'`“”‘’「」『』《》【】"
-_END_PUNCTUATION = "。.!！"
 
 
 @dataclass(frozen=True)
@@ -76,15 +75,6 @@ class RowResult:
 
 
 # ---- scoring ----
-
-def normalize(text: str) -> str:
-    """Text as compared by ``exact``/``contains``: NFKC (full-width -> half-width), case-folded, whitespace collapsed
-    and removed around list separators, wrapping quotes/brackets and final sentence punctuation dropped."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = re.sub(r"\s+", " ", text).strip()
-    text = re.sub(r"\s*([,;、])\s*", r"\1", text)
-    return text.strip(_QUOTES).rstrip(_END_PUNCTUATION).strip(_QUOTES)
-
 
 def exact_match(predicted: str, expected: str) -> float:
     return float(normalize(predicted) == normalize(expected))

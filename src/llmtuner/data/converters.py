@@ -19,11 +19,12 @@ from ..extras.constants import TASK_PROMPT
 from ..extras.errors import ConfigError, DatasetError
 from ..extras.logging import get_logger
 from ..extras.suggest import closest_names
+from ..hparams.rl_args import RL_STAGES
 from .registry import DatasetColumns, DatasetSpec, MessageTags
 
 logger = get_logger(__name__)
 
-STAGES = ("pt", "sft", "cls", "dpo", "kto", "rm")
+STAGES = ("pt", "sft", "cls", "dpo", "kto", "rm", *RL_STAGES)
 PAIRWISE_STAGES = ("dpo", "rm")  # read "ranking": true entries only
 CONVERSATION_FEATURES = datasets.Features(
     {
@@ -99,6 +100,8 @@ def convert_dataset(
         return _unpair(convert_dataset(raw, spec, "dpo", num_proc))
     columns = _columns_for_stage(raw, spec, stage)
     _check_column_kinds(raw, spec, columns)
+    if stage in RL_STAGES:  # RL rows are sft conversations: the prompt, and the gold answer the rewards read
+        stage = "sft"
     converted = raw.map(
         _convert_batch,
         batched=True,
@@ -131,7 +134,9 @@ def _columns_for_stage(raw: datasets.Dataset, spec: DatasetSpec, stage: str) -> 
     elif spec.formatting == "alpaca" and columns.response is None:
         raise DatasetError(
             f"Dataset {spec.name!r} names no response column, which {stage} needs.",
-            f'Add "response": "<column with the answers>" to the "columns" of {spec.name!r} in {spec.registry_path}.',
+            f'Add "response": "<column with the answers>" to the "columns" of {spec.name!r} in {spec.registry_path}'
+            + ("; the rewards of grpo/rloo compare each completion with that gold answer." if stage in RL_STAGES
+               else "."),
         )
     if stage == "cls":  # one text (prompt + query) and its label (the response); no dialogue context
         columns = replace(columns, history=None, system=None, task=None)

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Optional
 
+from ..extras.constants import IGNORE_INDEX
 from ..extras.errors import DatasetError, PreprocessingDone
 from ..extras.logging import get_logger
+from ..hparams.rl_args import RL_STAGES
 from .preprocess.packing import pack_supervised_dataset
 from .preprocess.preference import (
     answers_of,
@@ -18,6 +20,7 @@ from .preprocess.preference import (
     sequence_and_labels,
 )
 from .preprocess.pretrain import preprocess_pretrain_dataset
+from .preprocess.rl import dataset_gold_info, preprocess_rl_dataset
 from .preprocess.supervised import count_trained_tokens, preprocess_supervised_dataset
 
 if TYPE_CHECKING:
@@ -48,6 +51,8 @@ def _tokenize(
 ) -> "Dataset":
     """Tokenise the rows of one split; ``split`` ("training" / "evaluation") and ``source`` (which datasets the
     rows came from) name it in the error raised when no sample survives."""
+    if stage in RL_STAGES:  # prompts to sample from, and the gold answers the rewards read
+        return _tokenize_rl(dataset, stage, template, tokenizer, data_args, split)
     if stage in ("dpo", "rm", "kto"):  # prompt and answers kept apart for TRL's collators; nothing is ever empty
         preprocess = preprocess_unpaired_dataset if stage == "kto" else preprocess_pairwise_dataset
         fn = partial(preprocess, template=template, tokenizer=tokenizer, data_args=data_args)
@@ -80,6 +85,25 @@ def _tokenize(
             f"Every sample lost its response to truncation: raise cutoff_len (now {data_args.cutoff_len}).",
         )
     return _pack(tokenized, data_args) if pack else tokenized
+
+
+def _tokenize_rl(dataset: "Dataset", stage: str, template: Optional["Template"], tokenizer: "PreTrainedTokenizer",
+                 data_args: "DataArguments", split: str) -> "Dataset":
+    from .registry import get_dataset_specs
+
+    names = sorted(set(dataset["_dataset"]))
+    infos = {spec.name: dataset_gold_info(spec) for spec in get_dataset_specs(names, data_args.dataset_dir)}
+    fn = partial(preprocess_rl_dataset, template=template, tokenizer=tokenizer, data_args=data_args, infos=infos)
+    tokenized = tokenize_rows(dataset, fn, tokenizer, data_args, f"Rendering prompts ({stage})")
+    empty = _empty_samples(tokenized, "prompt_ids")
+    if empty:
+        tokenized = tokenized.select(sorted(set(range(len(tokenized))) - set(empty)))
+        logger.warning(f"Dropped {len(empty)} of {len(dataset)} {split} prompts longer than cutoff_len="
+                       f"{data_args.cutoff_len}: {_describe_samples(dataset, empty)} (raise cutoff_len to keep them).")
+    if len(tokenized) == 0:
+        raise DatasetError(f"No {split} prompt of {', '.join(names)} fits in cutoff_len={data_args.cutoff_len}.",
+                           "Raise cutoff_len (the prompt alone must fit; completions add max_completion_length).")
+    return tokenized
 
 
 def tokenize_rows(dataset: "Dataset", fn: partial, tokenizer: "PreTrainedTokenizer", data_args: "DataArguments",
@@ -137,11 +161,11 @@ def _pack(tokenized: "Dataset", data_args: "DataArguments") -> "Dataset":
     return packed
 
 
-def _empty_samples(tokenized: "Dataset") -> list[int]:
+def _empty_samples(tokenized: "Dataset", column: str = "input_ids") -> list[int]:
     """Positions of the samples left with no tokens, read from the Arrow column without loading it in Python."""
     import pyarrow.compute as pc
 
-    lengths = pc.list_value_length(tokenized.data.column("input_ids"))
+    lengths = pc.list_value_length(tokenized.data.column(column))
     return pc.indices_nonzero(pc.equal(lengths, 0)).to_pylist()
 
 
@@ -173,6 +197,10 @@ def split_validation(dataset: "Dataset", val_size: float, seed: int) -> tuple["D
 
 
 def _log_summary(name: str, dataset: "Dataset") -> None:
+    if "gold" in dataset.column_names:  # RL prompts: nothing is trained on them, completions are sampled
+        lengths = [len(ids) for ids in dataset["prompt_ids"]]
+        logger.info(f"{name}: {len(dataset)} prompts, {sum(lengths)} prompt tokens (longest {max(lengths)}).")
+        return
     if "prompt_ids" in dataset.column_names:  # preference rows: the labels each answer is trained with
         rows = [sequence_and_labels(row["prompt_ids"], ids)[1] for row in dataset for _, ids in answers_of(row)]
         stats = count_trained_tokens(rows)
@@ -237,12 +265,18 @@ def get_dataset(
         if evaluation is not None:
             _log_summary("eval", evaluation)
     if training_args.should_log and training_args.do_train:
-        print("First training example (masked spans are not trained):")
-        if "prompt_ids" in train.column_names:
+        if "gold" in train.column_names:
+            print("First training prompt (the policy samples its completions after it):")
+            print(format_example_for_display(tokenizer, train[0]["prompt_ids"], [IGNORE_INDEX] * len(
+                train[0]["prompt_ids"])))
+            print(f"Its gold answer (what the rewards compare with): {train[0]['gold']!r}")
+        elif "prompt_ids" in train.column_names:
+            print("First training example (masked spans are not trained):")
             for name, answer in answers_of(train[0]):
                 print(f"[{name}] " + format_example_for_display(
                     tokenizer, *sequence_and_labels(train[0]["prompt_ids"], answer)))
         else:
+            print("First training example (masked spans are not trained):")
             print(format_example_for_display(tokenizer, train[0]["input_ids"], train[0]["labels"]))
 
     if data_args.tokenized_path:

@@ -25,6 +25,7 @@ from ..extras.errors import ConfigError, DatasetError
 from ..extras.files import write_file_atomically
 from ..extras.logging import get_logger
 from ..hparams import DataArguments
+from ..hparams.rl_args import RL_STAGES
 from .converters import check_stage, convert_dataset, task_of_messages
 from .mixing import check_mixing, mix_datasets
 from .registry import DatasetSpec, get_dataset_specs
@@ -133,7 +134,7 @@ def _load_one(
                                      data_args.preprocessing_num_workers)
     raw = prepare(load_dataset_file(spec, cache_dir), spec.name)
     converted = convert_dataset(raw, spec, stage, data_args.preprocessing_num_workers)
-    if stage != "sft" or not spec.columns.task:
+    if stage not in ("sft", *RL_STAGES) or not spec.columns.task:
         return [(spec.name, converted)]
     positions: dict[str, list[int]] = {}  # the converter wrote each row's task into its prompt; group by it
     for index, messages in enumerate(converted["messages"]):

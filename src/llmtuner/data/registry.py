@@ -22,7 +22,7 @@ FORMATTINGS = ("alpaca", "sharegpt", "openai", "scoring")
 FILE_TYPES = ("json", "jsonl", "csv", "txt", "parquet")
 # "source": where to get a data file that is not shipped (a URL or a sentence), shown when the file is missing.
 ENTRY_KEYS = ("file_name", "formatting", "ranking", "columns", "tags", "split", "num_samples", "encoding", "file_type",
-              "task_tag", "dimensions", "score_range", "source")
+              "task_tag", "dimensions", "score_range", "source", "json_keys")
 COLUMN_KEYS = ("prompt", "query", "response", "history", "system", "messages", "chosen", "rejected", "kto_tag")
 TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag", "observation_tag", "function_tag")
 
@@ -113,6 +113,8 @@ class DatasetSpec:
     # formatting "scoring": (name, label) of each dimension in the entry's order, and the score scale
     dimensions: tuple[tuple[str, str], ...] = ()
     score_range: tuple[float, float] = (0.0, 9.0)
+    # "json_keys": the keys a JSON reply must carry (the GRPO ``json`` reward, train/rewards.py); None: not declared
+    json_keys: Optional[tuple[str, ...]] = None
 
 
 def get_dataset_specs(names: list[str], dataset_dir: str) -> list[DatasetSpec]:
@@ -205,6 +207,7 @@ def _parse_entry(name: str, entry: dict[str, Any], registry_path: str) -> Datase
         split=_check_split(entry.get("split", "train"), where),
         num_samples=_check_num_samples(entry.get("num_samples"), where),
         encoding=encoding,
+        json_keys=_check_json_keys(entry.get("json_keys"), where),
     )
     return _with_task_and_scoring(spec, entry, where)
 
@@ -418,6 +421,19 @@ def _check_num_samples(num_samples: Any, where: str) -> Optional[int]:
             "Set the number of rows to draw (fewer than the file holds: subsample; more: repeat rows), or remove it.",
         )
     return num_samples
+
+
+def _check_json_keys(json_keys: Any, where: str) -> Optional[tuple[str, ...]]:
+    if json_keys is None:
+        return None
+    if (not isinstance(json_keys, list) or not json_keys
+            or not all(isinstance(key, str) and key.strip() for key in json_keys)
+            or len(set(json_keys)) != len(json_keys)):
+        raise DatasetError(
+            f'"json_keys": {json_keys!r} of {where} must be a list of distinct key names.',
+            'Write e.g. "json_keys": ["score", "reason"] (the keys each JSON reply carries), or remove it.',
+        )
+    return tuple(json_keys)
 
 
 def _did_you_mean(value: str, choices: tuple[str, ...]) -> str:

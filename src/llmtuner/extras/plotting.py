@@ -110,7 +110,9 @@ def plot_metric_panels(output_dir: str, file_name: str, panels: Sequence[Sequenc
     the file, or None when no key was logged. Uses the Figure API, so the process's matplotlib state is untouched."""
     state_file = Path(output_dir) / "trainer_state.json"
     history = json.loads(state_file.read_text(encoding="utf-8")).get("log_history", []) if state_file.is_file() else []
-    series = [[(key, [(e["step"], e[key]) for e in history if key in e]) for key in keys] for keys in panels]
+    # None: a metric with no value that step (an RL reward that every completion's row left out)
+    series = [[(key, [(e["step"], e[key]) for e in history if e.get(key) is not None]) for key in keys]
+              for keys in panels]
     series = [[(key, points) for key, points in group if points] for group in series]
     series = [group for group in series if group]
     if not series:

@@ -14,6 +14,9 @@ from ..extras.errors import ConfigError
 from .validation import check_choice, split_list
 
 TASK_KEYS = ("dataset", "scoring_dimensions")
+# The arguments the curriculum itself gives each stage (train/curriculum.stage_args): not settable in a stage's args.
+STAGE_SET_KEYS = (*TASK_KEYS, "dataset_ratios", "num_train_epochs", "learning_rate", "output_dir",
+                  "adapter_name_or_path", "model_name_or_path", "curriculum")
 _STAGE_NAME = re.compile(r"^[\w\-.]+$")  # letters (any script), digits, _ - . : safe in a folder name
 
 
@@ -27,6 +30,9 @@ class CurriculumStage:
     data_ratio: float = field(default=1.0, metadata={"help": "Share of each task's training rows (dataset_ratios)."})
     epochs: Optional[float] = field(default=None, metadata={"help": "num_train_epochs (default: the config's)."})
     learning_rate: Optional[float] = field(default=None, metadata={"help": "learning_rate (default: the config's)."})
+    args: Optional[dict[str, Any]] = field(default=None, metadata={
+        "help": "Other arguments of this stage only, e.g. {stage: grpo, reward_funcs: score}: an RL stage after "
+                "SFT stages (the stage's other keys and the chained weights still win)."})
     position: int = field(default=0, metadata={"help": "Set by the parser: the stage's number, from 1."})
 
     def __post_init__(self) -> None:
@@ -44,6 +50,17 @@ class CurriculumStage:
             if value is not None and not value > 0:
                 raise ConfigError(f"{where} ({self.name}): {key}={value!r} is not a positive number.",
                                   "Set a number above 0, e.g. 0.5.")
+        if self.args is not None:
+            if not isinstance(self.args, dict) or not self.args:
+                raise ConfigError(f"{where} ({self.name}) has args={self.args!r}.",
+                                  "Give args as a block of arguments, e.g. args: {stage: grpo, reward_funcs: score}.")
+            # These come from the stage's own keys or from the chain of stages: an args value would be replaced.
+            taken = sorted(set(self.args) & set(STAGE_SET_KEYS))
+            if taken:
+                raise ConfigError(f"{where} ({self.name}) sets {', '.join(taken)} in args, but the curriculum sets "
+                                  "it for each stage.",
+                                  "Use the stage's tasks / data_ratio / epochs / learning_rate keys, and leave the "
+                                  "output folders and the chained weights to the curriculum.")
 
 
 @dataclass

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Sequence, Union
 
 from ..extras.errors import ConfigError
+from .rl_args import RL_STAGES, RLArguments
 from .validation import check_choice, check_range, split_list
 from .watch_args import parse_watch_block
 
-STAGES = ("pt", "sft", "cls", "dpo", "kto", "rm")
+STAGES = ("pt", "sft", "cls", "dpo", "kto", "rm", *RL_STAGES)
 PREFERENCE_STAGES = ("dpo", "kto", "rm")
 # pref_loss values of stage dpo: TRL DPOTrainer's loss types, plus orpo (TRL's ORPOTrainer) and simpo (CPOTrainer),
 # which LLaMA-Factory users reach through pref_loss too. kto has its own trainer (stage kto).
@@ -20,13 +21,14 @@ FINETUNING_TYPES = ("lora", "freeze", "full")
 
 
 @dataclass
-class FinetuningArguments:
-    """Training stage and adapter settings (LoRA, freeze, full)."""
+class FinetuningArguments(RLArguments):
+    """Training stage and adapter settings (LoRA, freeze, full); the grpo/rloo settings come from RLArguments."""
 
-    stage: Literal["pt", "sft", "cls", "dpo", "kto", "rm"] = field(
+    stage: Literal["pt", "sft", "cls", "dpo", "kto", "rm", "grpo", "rloo"] = field(
         default="sft",
         metadata={"help": "pt (continued pretraining), sft, cls (sequence classification), dpo (preference pairs; "
-                  "pref_loss picks DPO/IPO/ORPO/SimPO ...), kto (responses tagged good/bad) or rm (reward model)."},
+                  "pref_loss picks DPO/IPO/ORPO/SimPO ...), kto (responses tagged good/bad), rm (reward model), "
+                  "grpo or rloo (online RL with rewards, docs/rl.md)."},
     )
     finetuning_type: Literal["lora", "freeze", "full"] = field(
         default="lora", metadata={"help": "lora, freeze (train the last layers only) or full."}
@@ -144,6 +146,7 @@ class FinetuningArguments:
                 "trainers compute their own log-probabilities; cls has a classification head).",
                 "Remove chunked_loss, or set stage: sft / pt.",
             )
+        self.check_rl_args(self.stage)
         self.forgetting_watch = parse_watch_block(self.forgetting_watch)
         if self.forgetting_watch is not None and self.stage not in ("pt", "sft"):
             raise ConfigError("forgetting_watch is for the language-model stages pt and sft.",

@@ -15,6 +15,7 @@ from ..extras.resume_points import resolve_resume_checkpoint
 from ..extras.env import GENERATION_METRIC_PACKAGES, has_cuda, require_packages
 from ..extras.errors import ConfigError
 from .finetuning_args import PREFERENCE_STAGES
+from .rl_args import RL_STAGES, generation_batch_problem
 
 
 def with_run_defaults(values: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +107,7 @@ def check_args(settings: dict[str, Any]) -> None:
         raise ConfigError("remove_unused_columns=True is not supported.",
                           "Remove it: llmtuner feeds its own columns (input_ids, labels, ...) to its collator.")
     check_preference_args(settings)
+    check_rl_args(settings)
     _check_output_dir(settings)
     check_dependencies(settings)
     _check_batching(settings)
@@ -146,6 +148,8 @@ def check_dependencies(settings: dict[str, Any]) -> None:
     needs = []
     if settings.get("attn_implementation") == "flash_attention_2":
         needs.append(("attn_implementation: flash_attention_2", (("flash_attn", "flash-attn"),)))
+    if settings.get("use_vllm") and settings.get("stage") in RL_STAGES:
+        needs.append(("use_vllm: true (rollouts on vLLM)", (("vllm", "vllm"),)))
     if settings.get("quantization_bit") is not None:
         needs.append((f"quantization_bit: {settings['quantization_bit']}", (("bitsandbytes", "bitsandbytes"),)))
     deepspeed = settings.get("deepspeed")
@@ -274,6 +278,48 @@ def check_preference_args(settings: dict[str, Any]) -> None:
         raise ConfigError(f"do_predict is not available for stage {stage}.",
                           "Remove do_predict; score responses of a reward model with `llmtuner predict`, or generate "
                           "from a dpo/kto adapter with `llmtuner chat`.")
+
+
+# Arguments a user reward function is called with (train/rewards.py calls it with these keywords).
+USER_REWARD_ARGUMENTS = ("prompts", "completions", "gold")
+
+
+def check_rl_args(settings: dict[str, Any]) -> None:
+    """grpo/rloo: a template, a generation batch TRL accepts, rollout settings of the right stage, and a
+    reward_module that loads (the user opted in to running it)."""
+    stage = settings["stage"]
+    if stage not in RL_STAGES:
+        if settings.get("use_vllm"):
+            raise ConfigError(f"use_vllm is an option of stage grpo/rloo, not stage {stage}.",
+                              "Remove use_vllm (serve a model on vLLM with `llmtuner api infer_backend=vllm`).")
+        return
+    if not settings["template"]:
+        raise ConfigError(
+            f"stage {stage} needs a chat template, but template is not set.",
+            "Add template: <name> (qwen, qwen3, llama3, ...): the one of the SFT run it continues, so the prompts "
+            "are rendered as they were trained.",
+        )
+    from ..extras.processes import world_size
+
+    problem = generation_batch_problem(stage, settings["num_generations"], settings["per_device_train_batch_size"],
+                                       settings["gradient_accumulation_steps"], world_size())
+    if problem:
+        raise ConfigError(problem + ".",
+                          "Make per_device_train_batch_size (completions per device and step) a multiple of "
+                          "num_generations, e.g. per_device_train_batch_size: 4 with num_generations: 4.")
+    if stage == "rloo":
+        for key, default in (("grpo_loss_type", "dapo"), ("scale_rewards", "group")):
+            if settings.get(key, default) != default:
+                raise ConfigError(f"{key} is an option of stage grpo; rloo has its own objective.",
+                                  f"Remove {key}, or set stage: grpo.")
+    if settings.get("do_predict"):
+        raise ConfigError(f"do_predict is not available for stage {stage}.",
+                          "Remove do_predict; generate from the trained adapter with `llmtuner chat` or "
+                          "`llmtuner predict`.")
+    if settings.get("reward_module"):
+        from ..extras.user_code import load_user_function
+
+        load_user_function(settings["reward_module"], "reward_module", USER_REWARD_ARGUMENTS)
 
 
 # ---- forgetting_watch (checked on the parsed arguments: it needs the run's resolved schedule) ----

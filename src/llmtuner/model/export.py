@@ -166,12 +166,18 @@ def prepare_for_export(
 
     tokenizer.chat_template = chat_template_for(template, default_system)
     tokenizer.padding_side = "left"  # batched generation pads on the left; training reloads with its own side
+    set_stop_ids(model, tokenizer, template)
+    model.config.use_cache = True
+
+
+def set_stop_ids(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizer", template: "Template") -> None:
+    """The template's stop ids first among generation_config's eos ids (and its pad id), so generation (an export,
+    RL rollouts) ends where the template ends a turn."""
     stop_ids = template.stop_token_ids(tokenizer)
     config_eos = model.generation_config.eos_token_id
     config_eos = config_eos if isinstance(config_eos, list) else [config_eos] if config_eos is not None else []
     model.generation_config.eos_token_id = list(dict.fromkeys([*stop_ids, *config_eos]))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.config.use_cache = True
 
 
 def export_readme(

@@ -33,7 +33,7 @@ class LogCallback(TrainerCallback):
         if state.global_step == 0:
             os.remove(log_file)  # a fresh run (output_dir was validated as ours to overwrite) starts a fresh log
         else:  # resumed from a checkpoint: keep its history, drop what the stopped run logged after it
-            _keep_log_until(log_file, state.global_step)
+            keep_log_until(log_file, state.global_step)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -54,9 +54,9 @@ class LogCallback(TrainerCallback):
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def _keep_log_until(log_file: str, step: int) -> None:
-    """Rewrite ``log_file`` without the records of steps after ``step`` (written to a temporary file, then
-    renamed, so a kill never leaves half a log)."""
+def keep_log_until(log_file: str, step: int, step_key: str = "current_steps") -> None:
+    """Rewrite ``log_file`` without the records of steps after ``step`` (their ``step_key``; written to a
+    temporary file, then renamed, so a kill never leaves half a log)."""
     with open(log_file, encoding="utf-8") as f:
         lines = [line for line in f if line.strip()]
     kept = []
@@ -65,7 +65,7 @@ def _keep_log_until(log_file: str, step: int) -> None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by the kill
-        if record.get("current_steps", 0) <= step:
+        if record.get(step_key, 0) <= step:
             kept.append(line if line.endswith("\n") else line + "\n")
     write_text_atomically(log_file, "".join(kept))
 

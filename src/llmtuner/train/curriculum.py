@@ -10,7 +10,8 @@ A config gets a ``curriculum:`` block next to its ordinary keys::
            learning_rate: 1.0e-4}
 
 Stage ``i`` (from 1) trains into ``<output_dir>/stage_<i>_<name>`` with the config's arguments plus its own
-tasks, ``dataset_ratios: <data_ratio>``, ``num_train_epochs: <epochs>`` and ``learning_rate``. From stage 2 on it
+tasks, ``dataset_ratios: <data_ratio>``, ``num_train_epochs: <epochs>``, ``learning_rate`` and the stage's
+``args`` (its own arguments, e.g. ``{stage: grpo, reward_funcs: score}``: RL after SFT). From stage 2 on it
 resumes the previous stage's LoRA adapter (``adapter_name_or_path``; for freeze/full tuning the previous stage's
 model becomes ``model_name_or_path``). With ``test_dataset: <scoring entry>`` in the config, each finished stage
 is tested on it (``eval/scoring_eval.py``; report in ``<stage>/scoring_test``, metrics under the stage's ``test``
@@ -77,7 +78,7 @@ def stage_dir(output_dir: Union[str, Path], position: int, stage: CurriculumStag
 def stage_args(base: dict[str, Any], task_key: str, stages: list[CurriculumStage], position: int) -> dict[str, Any]:
     """The full arguments of stage ``position`` (from 1): the config, the stage's settings, the previous weights."""
     stage = stages[position - 1]
-    args = {**base, task_key: ",".join(stage.tasks), "dataset_ratios": stage.data_ratio,
+    args = {**base, **(stage.args or {}), task_key: ",".join(stage.tasks), "dataset_ratios": stage.data_ratio,
             "output_dir": str(stage_dir(base["output_dir"], position, stage))}
     if stage.epochs is not None:
         args["num_train_epochs"] = stage.epochs

@@ -4,11 +4,11 @@ Our rows arrive tokenised by our chat templates (data/preprocess/preference.py);
 with ``LlmtunerTrainerMixin`` in front (atomic checkpoints, resume and graceful stop, the JSONL log) and its dataset preparation replaced by "already done", so TRL never
 re-tokenises with the tokenizer's own template:
 
-- ``DPOTrainer``  = LlmtunerTrainerMixin + _ReferenceAdapterMixin + trl.DPOTrainer
+- ``DPOTrainer``  = LlmtunerTrainerMixin + ReferenceAdapterMixin + trl.DPOTrainer
   (pref_loss sigmoid/hinge/ipo/...; pref_ftx adds TRL's "sft" loss)
 - ``CPOTrainer``  = LlmtunerTrainerMixin + trl.experimental.cpo.CPOTrainer (pref_loss simpo)
 - ``ORPOTrainer`` = LlmtunerTrainerMixin + trl.experimental.orpo.ORPOTrainer (pref_loss orpo)
-- ``KTOTrainer``  = LlmtunerTrainerMixin + _ReferenceAdapterMixin + trl.KTOTrainer (stage kto)
+- ``KTOTrainer``  = LlmtunerTrainerMixin + ReferenceAdapterMixin + trl.KTOTrainer (stage kto)
 - ``RewardTrainer`` = LlmtunerTrainerMixin + trl.RewardTrainer (stage rm)
 """
 
@@ -45,34 +45,36 @@ def trl_config(config_cls: type, training_args: "Seq2SeqTrainingArguments", **op
     return config_cls(**{**values, **options})
 
 
+class ReferenceAdapterMixin:
+    """TRL's DPO, KTO, GRPO and RLOO copy a PEFT model's adapter into a frozen "ref" adapter, the reference. For a
+    new adapter that copy equals the base, so it is dropped and the reference is the base with the adapter off
+    (TRL's own fallback); a continued SFT adapter keeps its copy. The copy is never saved: outputs hold the trained
+    adapter only."""
+
+    def __init__(self, *args: Any, new_adapter: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        model = self.accelerator.unwrap_model(self.model)
+        if new_adapter and "ref" in (getattr(model, "peft_config", None) or {}):
+            model.delete_adapter("ref")
+
+    def _save(self, output_dir: Optional[str] = None, state_dict: Any = None) -> None:
+        super()._save(output_dir, state_dict)
+        model = self.accelerator.unwrap_model(self.model)
+        if "ref" in (getattr(model, "peft_config", None) or {}) and self.args.should_save:
+            shutil.rmtree(os.path.join(output_dir or self.args.output_dir, "ref"), ignore_errors=True)
+
+
 def _trainer_classes() -> dict[str, type]:
     """Built on first use: importing TRL takes seconds, and most runs never need it."""
     from trl import DPOTrainer, KTOTrainer, RewardTrainer
     from trl.experimental.cpo import CPOTrainer
     from trl.experimental.orpo import ORPOTrainer
 
-    class _ReferenceAdapterMixin:
-        """TRL copies a PEFT model's adapter into a frozen "ref" adapter, the reference. For a new adapter that copy
-        equals the base, so it is dropped and the reference is the base with the adapter off (TRL's own fallback);
-        a continued SFT adapter keeps its copy. The copy is never saved: outputs hold the trained adapter only."""
-
-        def __init__(self, *args: Any, new_adapter: bool = False, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            model = self.accelerator.unwrap_model(self.model)
-            if new_adapter and "ref" in (getattr(model, "peft_config", None) or {}):
-                model.delete_adapter("ref")
-
-        def _save(self, output_dir: Optional[str] = None, state_dict: Any = None) -> None:
-            super()._save(output_dir, state_dict)
-            model = self.accelerator.unwrap_model(self.model)
-            if "ref" in (getattr(model, "peft_config", None) or {}) and self.args.should_save:
-                shutil.rmtree(os.path.join(output_dir or self.args.output_dir, "ref"), ignore_errors=True)
-
-    class _DPOTrainer(LlmtunerTrainerMixin, _ReferenceAdapterMixin, DPOTrainer):
+    class _DPOTrainer(LlmtunerTrainerMixin, ReferenceAdapterMixin, DPOTrainer):
         def _prepare_dataset(self, dataset: "Dataset", *args: Any, **kwargs: Any) -> "Dataset":
             return dataset  # prompt_ids / chosen_ids / rejected_ids from our templates
 
-    class _KTOTrainer(LlmtunerTrainerMixin, _ReferenceAdapterMixin, KTOTrainer):
+    class _KTOTrainer(LlmtunerTrainerMixin, ReferenceAdapterMixin, KTOTrainer):
         def _prepare_dataset(self, dataset: "Dataset", processing_class: Any, args: Any, name: str) -> "Dataset":
             # TRL's KL estimate pairs each prompt with the previous row's completion in the same batch.
             def add_kl(batch: dict[str, list]) -> dict[str, list]:

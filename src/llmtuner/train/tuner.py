@@ -1,4 +1,4 @@
-"""``run_exp``: one training run of stage pt, sft, cls, dpo, kto or rm, from arguments to metrics. (Curricula,
+"""``run_exp``: one training run of stage pt, sft, cls, dpo, kto, rm, grpo or rloo, from arguments to metrics. (Curricula,
 sweeps and ``stage: eval`` are routed by the entry layer, ``cli.run_config``, which calls this once per run.)"""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def run_exp(
     parsed: Optional[tuple[Any, ...]] = None,
     prepare: Optional[Callable[[], None]] = None,
 ) -> dict[str, float]:
-    """Run one training of stage pt, sft, cls, dpo, kto or rm and return its metrics.
+    """Run one training of stage pt, sft, cls, dpo, kto, rm, grpo or rloo and return its metrics.
 
     ``args`` is a dict, an argv list or None (sys.argv), read once. In order: every check that needs no torch
     (unknown keys, values, cross-argument rules, files, dataset names), ``prepare()`` (the caller's process
@@ -81,6 +81,10 @@ def run_exp(
 
         run = {"dpo": run_dpo, "kto": run_kto, "rm": run_rm}[finetuning_args.stage]
         return run(model_args, data_args, training_args, finetuning_args, callbacks)
+    if stage in ("grpo", "rloo"):  # online RL: our prompts and rewards, TRL's trainers
+        from .grpo import run_grpo
+
+        return run_grpo(model_args, data_args, training_args, finetuning_args, callbacks)
     from .sft import run_sft
 
     return run_sft(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)

@@ -7,12 +7,26 @@ matrix, an extra ``OTHER`` column. It is never dropped, which would inflate ever
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ...extras.errors import DatasetError
 
 OTHER = "(other)"  # confusion-matrix column of predictions outside the label set
+_QUOTES = " \"'`“”‘’「」『』《》【】"
+_END_PUNCTUATION = "。.!！"
+
+
+def normalize_label(text: str) -> str:
+    """A label as compared by exact match (the test tool's ``exact``, the GRPO ``label`` reward): NFKC (full-width
+    -> half-width), case-folded, whitespace collapsed and removed around list separators, wrapping quotes/brackets
+    and final sentence punctuation dropped."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = re.sub(r"\s+", " ", text).strip()
+    text = re.sub(r"\s*([,;、])\s*", r"\1", text)
+    return text.strip(_QUOTES).rstrip(_END_PUNCTUATION).strip(_QUOTES)
 
 
 def classification_metrics(
