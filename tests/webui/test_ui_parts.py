@@ -42,3 +42,19 @@ def test_first_example_rendered_with_masks(tiny_qwen2_dir, repo_root, monkeypatc
     # the prompt is masked, the reply (the first row's output) is trained
     assert shown.startswith("[MASKED: <|im_start|>system")
     assert shown.endswith(f"]{rows[0]['output']}<|im_end|>\n")
+
+
+def test_check_button_shows_the_doctors_table_for_the_tabs_config(tiny_qwen2_dir, repo_root, monkeypatch, tmp_path):
+    from llmtuner.train.doctor import runner
+    from llmtuner.webui.preview import DOCTOR_HEADERS, doctor_table
+
+    monkeypatch.chdir(repo_root)
+    monkeypatch.setattr(runner, "CHECK_MODULES", runner.ROW_CHECK_MODULES)  # no model: the row checks only
+    form = {**cfg.DEFAULT_FORM, "model_name_or_path": tiny_qwen2_dir, "dataset": ["sft_demo_zh_en"],
+            "max_samples": 4, "output_dir": str(tmp_path / "out")}
+    rows, line = doctor_table(cfg.build_train_config(form))
+    assert all(len(row) == len(DOCTOR_HEADERS) for row in rows)
+    assert [row[:2] for row in rows[:2]] == [["pass", "template: our template renders the ids of the model's own "
+                                              "chat template"], ["pass", "masks: share of tokens that are trained"]]
+    assert line == f"8 pass, 0 warn, 0 fail, 0 skip. Report: {tmp_path / 'out-doctor' / 'doctor.md'}"
+    assert (tmp_path / "out-doctor" / "doctor.json").is_file() and not (tmp_path / "out").exists()

@@ -1,5 +1,6 @@
-"""What the Train tab shows before a run starts: the first rows of a dataset file and the first example as the
-model will see it (masked spans marked), both produced by the data pipeline of training itself."""
+"""What the Train tab shows before a run starts: the first rows of a dataset file, the first example as the
+model will see it (masked spans marked), both produced by the data pipeline of training itself, and the table of
+``llmtuner doctor`` for the tab's config."""
 
 from __future__ import annotations
 
@@ -60,3 +61,16 @@ def first_rendered_example(config: dict[str, Any]) -> str:
     if not tokens["input_ids"] or not tokens["input_ids"][0]:
         return "(the first example has no trained token left after truncation to cutoff_len)"
     return format_example_for_display(tokenizer, tokens["input_ids"][0], tokens["labels"][0])
+
+
+DOCTOR_HEADERS = ["status", "check", "value", "message", "fix"]
+
+
+def doctor_table(config: dict[str, Any]) -> tuple[list[list[str]], str]:
+    """``llmtuner doctor`` on the tab's config, in this process: one row per check (``DOCTOR_HEADERS``) and a line
+    with the counts and where doctor.json / doctor.md went. Raises the CLI's ``LlmtunerError`` for a bad config."""
+    from ..train.doctor.report import check_row, summary
+    from ..train.doctor.runner import diagnose
+
+    checks, paths = diagnose(dict(config), progress=lambda _: None)
+    return [check_row(check) for check in checks], f"{summary(checks)}. Report: {paths[1]}"

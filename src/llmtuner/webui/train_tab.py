@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..extras.errors import LlmtunerError
 from . import config as cfg
 from .i18n import error_markdown
-from .preview import first_rendered_example, first_rows, rows_as_text
+from .preview import DOCTOR_HEADERS, doctor_table, first_rendered_example, first_rows, rows_as_text
 
 if TYPE_CHECKING:
     from .context import AppContext
@@ -115,10 +115,14 @@ def build(ctx: "AppContext") -> None:
         errors["output"] = gr.Markdown(elem_id="train_error_output")
     with gr.Row():
         preview_yaml = ui.add(gr.Button(ui.t("preview_yaml"), elem_id="train_preview"), "preview_yaml", "value")
+        check = ui.add(gr.Button(ui.t("doctor"), elem_id="train_doctor"), "doctor", "value")
         start = ui.add(gr.Button(ui.t("start"), variant="primary", elem_id="train_start"), "start", "value")
         resume = ui.add(gr.Button(ui.t("resume_run"), elem_id="train_resume"), "resume_run", "value")
         stop = ui.add(gr.Button(ui.t("stop"), variant="stop", elem_id="train_stop"), "stop", "value")
     stop_message = gr.Markdown(elem_id="train_stop_message")
+    doctor_view = ui.add(gr.Dataframe(headers=DOCTOR_HEADERS, value=[], interactive=False, wrap=True,
+                                      label=ui.t("doctor_table"), elem_id="train_doctor_table"), "doctor_table")
+    doctor_summary = gr.Markdown(elem_id="train_doctor_summary")
     with gr.Row():
         yaml_view = ui.add(gr.Code(language="yaml", lines=8, label=ui.t("yaml"), elem_id="train_yaml"), "yaml")
         command_view = ui.add(gr.Textbox(label=ui.t("command"), lines=2, elem_id="train_command"), "command")
@@ -180,6 +184,17 @@ def build(ctx: "AppContext") -> None:
             return "", "", *group_messages((cfg.error_group(exc.message), exc))
         return rows, example, *[""] * len(error_views)
 
+    def on_doctor(*values: Any):
+        """The doctor's table for the form's config (the CLI's error next to its fields when it has one)."""
+        config, messages = checked(form_of(values))
+        if config is None:
+            return [[], "", *messages]
+        try:
+            rows, line = doctor_table(config)
+        except LlmtunerError as exc:
+            return [[], "", *group_messages((cfg.error_group(exc.message), exc))]
+        return [rows, line, *messages]
+
     def on_start(resume_run: bool, *values: Any):
         form = form_of(values)
         if resume_run:
@@ -225,6 +240,7 @@ def build(ctx: "AppContext") -> None:
         component.change(on_validate, inputs, error_views, trigger_mode="always_last", show_progress="hidden")
     preview_yaml.click(on_preview_yaml, inputs, [yaml_view, command_view, *error_views])
     preview_data.click(on_preview_data, inputs, [raw_rows, rendered, *error_views])
+    check.click(on_doctor, inputs, [doctor_view, doctor_summary, *error_views])
     start_outputs = [run_choice, yaml_view, command_view, *error_views, stop_message]  # a start clears Stop's line
     start.click(lambda *v: on_start(False, *v), inputs, start_outputs)
     resume.click(lambda *v: on_start(True, *v), inputs, start_outputs)

@@ -132,6 +132,17 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def summary(checks: list[Check]) -> str:
+    """``6 pass, 1 warn, 0 fail, 2 skip``."""
+    counts = {status: sum(check.status == status for check in checks) for status in STATUSES}
+    return ", ".join(f"{count} {status}" for status, count in counts.items())
+
+
+def check_row(check: Check) -> list[str]:
+    """One check as the cells of a table: status, check, value, message, fix (the web UI's table)."""
+    return [check.status, f"{check.name}: {check.title}", _cell(check.value), check.message, check.fix]
+
+
 def format_table(checks: list[Check]) -> str:
     """The terminal table: status, check, value, then the message (and the fix on its own line)."""
     rows = [(check.status.upper(), f"{check.name}: {check.title}", _cell(check.value)) for check in checks]
@@ -142,8 +153,7 @@ def format_table(checks: list[Check]) -> str:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + check.message)
         if check.fix and check.status in ("warn", "fail"):
             lines.append(" " * (sum(widths) + 6) + "  fix: " + check.fix)
-    counts = {status: sum(check.status == status for check in checks) for status in STATUSES}
-    lines.append(", ".join(f"{count} {status}" for status, count in counts.items()))
+    lines.append(summary(checks))
     return "\n".join(lines)
 
 
@@ -155,14 +165,12 @@ def format_markdown(checks: list[Check], config: str) -> str:
     """doctor.md: the table, then each check's details that are text (the first example with its masks ...)."""
     lines = [f"# llmtuner doctor: {config}", "", "| status | check | value | message | fix |",
              "|---|---|---|---|---|"]
-    lines += [f"| {c.status} | {c.name}: {_md(c.title)} | {_md(c.value)} | {_md(c.message)} | {_md(c.fix)} |"
-              for c in checks]
+    lines += ["| " + " | ".join(_md(cell) for cell in check_row(check)) + " |" for check in checks]
     for check in checks:
         shown = {key: value for key, value in check.details.items() if isinstance(value, str) and "\n" in value}
         for key, value in shown.items():
             lines += ["", f"## {check.name}: {key}", "", "```text", value, "```"]
-    counts = {status: sum(check.status == status for check in checks) for status in STATUSES}
-    lines += ["", ", ".join(f"{count} {status}" for status, count in counts.items()), ""]
+    lines += ["", summary(checks), ""]
     return "\n".join(lines)
 
 

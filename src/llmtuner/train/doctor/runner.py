@@ -117,16 +117,25 @@ def run_checks(ctx: DoctorContext, modules: Optional[tuple[str, ...]] = None,
     return checks
 
 
-def run_doctor(args: Union[dict[str, Any], list[str]], out: Optional[str] = None, rows: int = DEFAULT_ROWS,
-               progress: Callable[[str], None] = print, prepare: Optional[Callable[[], None]] = None) -> int:
-    """``llmtuner doctor``: check the config, print the table, write doctor.json and doctor.md; returns the exit
-    code (0: nothing failed, 1: a check failed)."""
+def diagnose(args: Union[dict[str, Any], list[str]], out: Optional[str] = None, rows: int = DEFAULT_ROWS,
+             progress: Callable[[str], None] = print, prepare: Optional[Callable[[], None]] = None,
+             ) -> tuple[list[Check], list[Path]]:
+    """Check the config and write doctor.json and doctor.md: the checks and the report's paths (what the CLI
+    prints as a table and the web UI's Check button shows)."""
     ctx, note = build_context(args, out, rows, prepare)
     if note:
         progress(note)
     checks = run_checks(ctx, progress=progress)
-    config = " ".join(args) if isinstance(args, list) else str(args.get("config", ""))
-    paths = write_report(checks, ctx.out_dir, config)
+    # the report's title: the command line, or for a config given as a dict (the web UI's) its output_dir
+    config = " ".join(args) if isinstance(args, list) else f"the config of output_dir={args.get('output_dir')}"
+    return checks, write_report(checks, ctx.out_dir, config)
+
+
+def run_doctor(args: Union[dict[str, Any], list[str]], out: Optional[str] = None, rows: int = DEFAULT_ROWS,
+               progress: Callable[[str], None] = print, prepare: Optional[Callable[[], None]] = None) -> int:
+    """``llmtuner doctor``: check the config, print the table, write doctor.json and doctor.md; returns the exit
+    code (0: nothing failed, 1: a check failed)."""
+    checks, paths = diagnose(args, out, rows, progress, prepare)
     progress(format_table(checks))
     progress(f"report: {paths[0]}, {paths[1]}")
     return exit_code(checks)
