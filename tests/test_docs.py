@@ -121,6 +121,14 @@ CLAIMS: dict[str, dict[str, Claim]] = {
                     ("saves/medical/lora/dpo/trainer_log.jsonl", "rewards/rejected", 0.0, 0.0))),
         "rm_scores.jsonl": Claim(files=("saves/medical/rm_scores.jsonl",)),
     },
+    "docs/doctor.md": {
+        "the built-in default job": Claim(
+            files=("saves/tiny-qwen2/lora/sft-doctor/doctor.json", "saves/tiny-qwen2/lora/sft-doctor/doctor.md"),
+            output=("PASS  template: our template renders the ids of the model's own chat template",
+                    "PASS  masks: answers cut by cutoff_len", "PASS  data_mix: each dataset's share of an epoch")),
+        "cutoff_len=24": Claim(exit_code=1, files=("saves/doctor-cut/doctor.json", "saves/doctor-cut/doctor.md"),
+                               output=("FAIL  masks: answers cut by cutoff_len", "fix: Set cutoff_len: ")),
+    },
     "docs/classification.md": {
         "cls-type": Claim(
             files=tuple(f"saves/tiny-bert/lora/{run}/{name}" for run in ("cls", "cls-type") for name in (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -106,3 +105,11 @@ def test_train_suggests_the_doctor_on_a_first_run_only(tmp_path):
     run.mkdir()
     assert runner.first_run_hint({"output_dir": str(tmp_path / "other")}) is not None
     assert runner.first_run_hint({"output_dir": str(run)}) is None  # not a first run
+
+
+def test_train_prints_the_tip_once_its_config_passed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "prepare_training_process", lambda raw: None)
+    cli._prepare_first_run({"output_dir": str(tmp_path / "run")})  # what run_exp calls after the config's checks
+    assert capsys.readouterr().err.startswith("tip: First run into this output_dir: `llmtuner doctor")
+    cli._prepare_first_run({"output_dir": str(tmp_path)})
+    assert capsys.readouterr().err == ""

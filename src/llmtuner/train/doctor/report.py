@@ -150,7 +150,8 @@ def format_table(checks: list[Check]) -> str:
               for i, header in enumerate(("status", "check", "value"))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(("status", "check", "value"), widths)) + "  message"]
     for check, row in zip(checks, rows):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + check.message)
+        # one line per check: a message that quotes an error's "hint:" line stays on it
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + " ".join(check.message.split()))
         if check.fix and check.status in ("warn", "fail"):
             lines.append(" " * (sum(widths) + 6) + "  fix: " + check.fix)
     lines.append(summary(checks))

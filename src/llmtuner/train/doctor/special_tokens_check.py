@@ -37,12 +37,14 @@ def _name(ctx: DoctorContext, token_id: Any) -> str:
 def run(ctx: DoctorContext) -> list[Check]:
     from .masks_check import TRAINED_STAGES
 
-    if ctx.stage not in TRAINED_STAGES or ctx.template is None:
+    if ctx.template is None:  # pt, cls
         return [Check(NAME, TITLES[0], "skip", message=f"stage {ctx.stage} trains no chat replies.")]
-    pairs = [pair for dataset in ctx.data_args.dataset for pair in encoded(ctx, dataset).pairs()]
+    # RL stages train sampled completions, not the rows' answers: only the stop ids are theirs to check
+    trains_rows = ctx.stage in TRAINED_STAGES
+    pairs = [pair for dataset in ctx.data_args.dataset for pair in encoded(ctx, dataset).pairs()] if trains_rows else []
     checks = [_end_of_turn(ctx, pairs)]
-    if ctx.stage != "sft":  # TRL's preference collators pad prompt and answers themselves and mask by their lengths
-        note = f"stage {ctx.stage} is padded by TRL's collator, which masks answers by their lengths."
+    if ctx.stage != "sft":  # TRL's collators pad prompts and answers (or completions) and mask by their lengths
+        note = f"stage {ctx.stage} is padded by TRL's trainer, which masks answers by their lengths."
         return checks + [Check(NAME, title, "skip", message=note) for title in TITLES[1:]]
     features = [{"input_ids": kept[0], "labels": kept[1]} for kept, _ in pairs[:BATCH_ROWS]]
     return checks + _padding(ctx, features)
@@ -69,8 +71,10 @@ def _end_of_turn(ctx: DoctorContext, pairs: list) -> Check:
                      f"{_name(ctx, eot)}: the model does not learn to stop.",
                      "Train the end-of-turn token: check the template and that the response column holds the reply.",
                      details)
-    return Check(NAME, TITLES[0], "pass", value, f"{_name(ctx, eot)} is trained in every whole answer and stops "
-                 "generation.", details=details)
+    trained_note = ("is trained in every whole answer and" if whole else
+                    "(no answer in the rows: completions are sampled)")
+    return Check(NAME, TITLES[0], "pass", value, f"{_name(ctx, eot)} {trained_note} stops generation.",
+                 details=details)
 
 
 def _padding(ctx: DoctorContext, features: list[dict[str, list[int]]]) -> list[Check]:
