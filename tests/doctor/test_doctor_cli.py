@@ -68,6 +68,8 @@ def test_the_report_is_written_and_a_failed_check_exits_1(tiny_qwen2_dir, tmp_pa
     failed = [(check["name"], check["title"], check["value"]) for check in report["checks"]
               if check["status"] == "fail"]
     assert failed == [("masks", "answers cut by cutoff_len", "4/4")]
+    warned = [(check["name"], check["value"]) for check in report["checks"] if check["status"] == "warn"]
+    assert warned == [("special_tokens", "0/0")]  # no whole answer is left to train <|im_end|>
     markdown = (out / "doctor.md").read_text(encoding="utf-8")
     assert "| fail | masks: answers cut by cutoff_len | 4/4 |" in markdown
     assert "## masks: first_example" in markdown and "[MASKED: <|im_start|>system" in markdown

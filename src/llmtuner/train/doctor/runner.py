@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Union
 
 from .report import Check, DoctorContext, check_report_folder, exit_code, format_table, write_report
 
-# In the order they run: the model-free row checks first (seconds), then E's checks on the truncated model.
+# In the order they run: the model-free row checks first (seconds), then the checks on the truncated model.
 CHECK_MODULES = ("template_check", "masks_check", "special_tokens_check", "data_mix_check",
                  "numerics_check", "resume_check", "fit_check")
 ROW_CHECK_MODULES = CHECK_MODULES[:4]  # no model loaded: what the web UI's Check button and most tests run
@@ -97,14 +97,7 @@ def run_checks(ctx: DoctorContext, modules: Optional[tuple[str, ...]] = None,
     checks: list[Check] = []
     for position, name in enumerate(modules, start=1):
         progress(f"[{position}/{len(modules)}] {name.removesuffix('_check')} ...")
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":
-                raise
-            # TODO(doctor): while E's modules are being written; removed once they exist
-            checks.append(Check(name.removesuffix("_check"), "module", "skip", message=f"{name}.py is not there yet"))
-            continue
+        module = importlib.import_module(f"{__package__}.{name}")
         try:
             found = module.run(ctx)
         except Exception as exc:  # noqa: BLE001 - a check that crashes is reported; the others still run

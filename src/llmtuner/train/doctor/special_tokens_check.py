@@ -42,7 +42,7 @@ def run(ctx: DoctorContext) -> list[Check]:
     # RL stages train sampled completions, not the rows' answers: only the stop ids are theirs to check
     trains_rows = ctx.stage in TRAINED_STAGES
     pairs = [pair for dataset in ctx.data_args.dataset for pair in encoded(ctx, dataset).pairs()] if trains_rows else []
-    checks = [_end_of_turn(ctx, pairs)]
+    checks = [_end_of_turn(ctx, pairs, trains_rows)]
     if ctx.stage != "sft":  # TRL's collators pad prompts and answers (or completions) and mask by their lengths
         note = f"stage {ctx.stage} is padded by TRL's trainer, which masks answers by their lengths."
         return checks + [Check(NAME, title, "skip", message=note) for title in TITLES[1:]]
@@ -50,7 +50,7 @@ def run(ctx: DoctorContext) -> list[Check]:
     return checks + _padding(ctx, features)
 
 
-def _end_of_turn(ctx: DoctorContext, pairs: list) -> Check:
+def _end_of_turn(ctx: DoctorContext, pairs: list, trains_rows: bool = True) -> Check:
     eot = end_of_turn_id(ctx)
     stop_ids = ctx.template.stop_token_ids(ctx.tokenizer)
     whole = [kept for kept, full in pairs if trained(kept[1]) == trained(full[1])]
@@ -71,8 +71,11 @@ def _end_of_turn(ctx: DoctorContext, pairs: list) -> Check:
                      f"{_name(ctx, eot)}: the model does not learn to stop.",
                      "Train the end-of-turn token: check the template and that the response column holds the reply.",
                      details)
-    trained_note = ("is trained in every whole answer and" if whole else
-                    "(no answer in the rows: completions are sampled)")
+    if trains_rows and not whole:
+        return Check(NAME, TITLES[0], "warn", value, f"{_name(ctx, eot)} stops generation, but truncation cuts "
+                     "every answer before it: no row trains it (see masks: answers cut by cutoff_len).",
+                     "Raise cutoff_len so that answers end with their end-of-turn token.", details)
+    trained_note = "is trained in every whole answer and" if trains_rows else "(completions are sampled)"
     return Check(NAME, TITLES[0], "pass", value, f"{_name(ctx, eot)} {trained_note} stops generation.",
                  details=details)
 
