@@ -81,12 +81,20 @@ def test_the_default_report_folder_is_beside_output_dir():
 
 
 def test_a_crashing_check_is_a_fail_and_the_others_still_run(doctor_context, monkeypatch):
-    from llmtuner.train.doctor import masks_check
+    from llmtuner.extras.errors import DatasetError
+    from llmtuner.train.doctor import masks_check, special_tokens_check
+
+    def unreadable(ctx):
+        raise DatasetError("Cannot decode rows.json.", "Set its encoding.")
 
     monkeypatch.setattr(masks_check, "run", lambda ctx: 1 / 0)
-    checks = runner.run_checks(doctor_context(rows=2), ("masks_check", "data_mix_check"), progress=lambda _: None)
-    assert [(check.name, check.status) for check in checks] == [("masks", "fail"), ("data_mix", "pass")]
+    monkeypatch.setattr(special_tokens_check, "run", unreadable)
+    modules = ("masks_check", "special_tokens_check", "data_mix_check")
+    checks = runner.run_checks(doctor_context(rows=2), modules, progress=lambda _: None)
+    assert [(check.name, check.status) for check in checks] == [
+        ("masks", "fail"), ("special_tokens", "fail"), ("data_mix", "pass")]
     assert checks[0].message == "ZeroDivisionError: division by zero" and "traceback" in checks[0].details
+    assert (checks[1].message, checks[1].fix) == ("Cannot decode rows.json.", "Set its encoding.")
 
 
 def test_the_table_shows_the_fix_under_a_failed_check():

@@ -97,17 +97,27 @@ def run_checks(ctx: DoctorContext, modules: Optional[tuple[str, ...]] = None,
     checks: list[Check] = []
     for position, name in enumerate(modules, start=1):
         progress(f"[{position}/{len(modules)}] {name.removesuffix('_check')} ...")
-        module = importlib.import_module(f"{__package__}.{name}")
         try:
-            found = module.run(ctx)
+            found = importlib.import_module(f"{__package__}.{name}").run(ctx)
         except Exception as exc:  # noqa: BLE001 - a check that crashes is reported; the others still run
-            found = [Check(name.removesuffix("_check"), "the check ran", "fail", message=f"{type(exc).__name__}: {exc}",
-                           fix="A bug in the check, or a file it cannot read: doctor.md shows the traceback.",
-                           details={"traceback": traceback.format_exc()})]
+            found = [crash_check(name.removesuffix("_check"), exc)]
         for check in found:
             progress(f"      {check.status.upper():<4}  {check.name}: {check.title}")
         checks.extend(found)
     return checks
+
+
+def crash_check(name: str, exc: Exception) -> Check:
+    """The ``fail`` of a check that raised: a user-fixable error (``LlmtunerError``) with its own hint as the fix,
+    anything else as a bug in the check, with the traceback for doctor.md."""
+    from ...extras.errors import LlmtunerError
+
+    if isinstance(exc, LlmtunerError):
+        return Check(name, "the check ran", "fail", message=exc.message, fix=exc.hint,
+                     details={"traceback": traceback.format_exc()})
+    return Check(name, "the check ran", "fail", message=f"{type(exc).__name__}: {exc}",
+                 fix="A bug in the check, or a file it cannot read: doctor.md shows the traceback.",
+                 details={"traceback": traceback.format_exc()})
 
 
 def diagnose(args: Union[dict[str, Any], list[str]], out: Optional[str] = None, rows: int = DEFAULT_ROWS,
