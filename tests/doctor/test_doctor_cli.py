@@ -32,6 +32,7 @@ def test_bad_input_gives_trains_error_before_anything_loads_and_writes_nothing(t
     (["doctor"], 2, None), (["doctor", "--help"], 0, None),
     (["doctor", CONFIG, "--rows", "0"], 2, "error: --rows 0 is not a positive number of rows."),
     (["doctor", CONFIG, "--out"], 2, "error: --out needs a value."),
+    (["doctor", CONFIG, "stage=eval"], 2, "error: stage: eval evaluates a model; the doctor checks a training config."),
 ])
 def test_usage_and_option_errors(argv, code, error, capsys):
     assert cli.main(argv) == code

@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from ...extras.errors import ConfigError
 from .report import Check, DoctorContext, check_report_folder, exit_code, format_table, write_report
 
 # In the order they run: the model-free row checks first (seconds), then the checks on the truncated model.
@@ -33,9 +34,8 @@ def single_run_args(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
     differ only in tasks, ratio and the weights they start from), else the config itself."""
     if "curriculum" not in raw:
         return raw, ""
-    from ..curriculum import split_curriculum, stage_args
-
     from ...hparams.reader import UserArgs
+    from ..curriculum import split_curriculum, stage_args
 
     task_key, stages, base = split_curriculum(raw)
     base.pop("test_dataset", None)  # the curriculum tests each finished stage on it; not a training argument
@@ -53,16 +53,12 @@ def build_context(args: Union[dict[str, Any], list[str]], out: Optional[str] = N
     or ``rows`` is not a positive number. ``prepare()``: the caller's process set-up, once the config passed.
     """
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
-        from ...extras.errors import ConfigError
-
         raise ConfigError(f"--rows {rows!r} is not a positive number of rows.", "Pass --rows N, e.g. --rows 64.")
     from ...hparams.parser import check_train_args_early, early_checks_cover_rules, get_train_args, read_args
     from ..preflight import preflight_checks
 
     given = read_args(args)
     if given.get("stage") == "eval":
-        from ...extras.errors import ConfigError
-
         raise ConfigError("stage: eval evaluates a model; the doctor checks a training config.",
                           "Run `llmtuner doctor` on the config you will train with `llmtuner train`.")
     raw, note = single_run_args(given)
