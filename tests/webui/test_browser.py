@@ -68,6 +68,9 @@ def test_train_then_chat_in_the_browser(browser, tiny_qwen2_dir, repo_root, tmp_
         page.fill("train_max_samples", 16)
         page.wait(lambda: not page.text("train_error_data") and "✔" in page.text("train_error_output"),
                   what="the error to clear")
+        page.click("train_doctor")  # the doctor on the same form's config, before the run (docs/doctor.md)
+        page.wait(lambda: "0 fail" in page.text("train_doctor_summary"), 300, "the doctor's table with no failure")
+        assert not output_dir.exists() and (tmp_path / "run-doctor" / "doctor.json").is_file()
         status = run_training(page)
         page.show("train_loss_plot", "center")
         page.screenshot(shots / "train.png")
