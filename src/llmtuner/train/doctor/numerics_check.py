@@ -2,7 +2,8 @@
 first rows of the config's datasets, through the code training runs (preprocessing, packing, collator, loader and
 adapter, ``LlmtunerTrainer`` and its loss):
 
-- packing: the loss of the rows packed into one row equals their loss run one by one (sft; checked whether or not
+- packing: the loss of the rows packed into one row equals their loss run one by one, and so do each sample's
+  last hidden states (sft; checked whether or not
   the config packs: it is a property of the packed path). On a CPU the packed row runs ``llmtuner_packed_sdpa``;
   with ``attn_implementation: sdpa`` the path a GPU takes (sdpa with transformers' block-diagonal mask) is checked
   too.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import re
-import tempfile
 from collections import Counter
 from typing import Any
 
@@ -32,6 +32,7 @@ from .truncated_model import (
     parameter_sample,
     quiet_trainer,
     relative_difference,
+    scratch_folder,
     truncated_checkpoint,
 )
 
@@ -42,6 +43,8 @@ CUTOFF_LEN = 256  # the checks' cutoff (at most the run's): the properties do no
 # fp32 sums of the same terms in another order differ by ~1e-6 relative; a leak or a wrong normalisation by 1e-2+
 LOSS_TOLERANCE = 1e-4
 GRADIENT_TOLERANCE = 1e-3
+# A random model's loss barely moves when samples leak (its predictions are near uniform); its hidden states do.
+HIDDEN_TOLERANCE = 1e-4
 _LAYER_NAME = re.compile(r"\.layers\.(\d+)\.")
 
 
@@ -69,15 +72,38 @@ def _trained_tokens(labels: Any) -> int:
     return int((labels[..., 1:] != IGNORE_INDEX).sum())
 
 
-def _batch_loss(trainer: Any, model: Any, features: list[dict]) -> tuple[float, int]:
-    """(the trainer's training loss of one collated batch, its trained tokens), without a gradient."""
+def _batch_loss(trainer: Any, model: Any, features: list[dict]) -> tuple[float, int, list[tuple[list[int], Any]]]:
+    """(the trainer's training loss of one collated batch, its trained tokens, and each sample's input ids with the
+    decoder's last hidden states: the samples of a packed row cut where their positions restart)."""
     import torch
 
     batch = trainer._prepare_inputs(trainer.data_collator(features))  # noqa: SLF001 - the Trainer's own step
     model.train()
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inputs = {"use_cache": False, **{key: value for key, value in batch.items() if key != "labels"}}
     with torch.no_grad():
         loss = trainer.compute_loss(model, batch)
-    return float(loss), _trained_tokens(batch["labels"])
+        hidden = base.get_decoder()(**inputs).last_hidden_state
+    samples = []
+    for row, ids in enumerate(batch["input_ids"]):
+        positions = batch["position_ids"][row] if "position_ids" in batch else torch.arange(len(ids))
+        starts = [*torch.nonzero(positions == 0).flatten().tolist(), len(ids)]
+        samples += [(ids[start:end].tolist(), hidden[row, start:end]) for start, end in zip(starts, starts[1:])]
+    return float(loss), _trained_tokens(batch["labels"]), samples
+
+
+def _hidden_difference(packed: list[tuple[list[int], Any]], alone: list[tuple[list[int], Any]]) -> float:
+    """The largest relative difference between a sample's hidden states in the packed row and alone (samples
+    matched by their ids; a sample missing from the packed row counts as 1)."""
+    worst = 0.0
+    unmatched = list(packed)
+    for ids, hidden in alone:
+        match = next((entry for entry in unmatched if entry[0] == ids), None)
+        if match is None:
+            return max(worst, 1.0)
+        unmatched.remove(match)
+        worst = max(worst, relative_difference(match[1], hidden))
+    return worst
 
 
 def packing_paths(ctx: DoctorContext, model: Any) -> list[str]:
@@ -104,31 +130,37 @@ def check_packing(ctx: DoctorContext, model: Any, samples: list[dict]) -> Check:
     packed = pack_supervised_dataset(columns, data_args)
     packed_rows = [dict(zip(packed, values)) for values in zip(*packed.values())]
     results = {}
-    with tempfile.TemporaryDirectory(prefix=".doctor-run-", dir=ctx.out_dir) as out:
+    with scratch_folder(ctx) as out:
         loaded = model.config._attn_implementation  # noqa: SLF001
         try:
             for path in packing_paths(ctx, model):
                 model.set_attn_implementation(path)
                 trainer = _trainer(ctx, model, samples, out)
                 alone = [_batch_loss(trainer, model, [sample]) for sample in samples]
-                alone_tokens = sum(tokens for _, tokens in alone)
-                alone_loss = sum(loss * tokens for loss, tokens in alone) / max(alone_tokens, 1)
-                packed_loss, packed_tokens = _batch_loss(trainer, model, packed_rows)
+                alone_tokens = sum(tokens for _, tokens, _ in alone)
+                alone_loss = sum(loss * tokens for loss, tokens, _ in alone) / max(alone_tokens, 1)
+                packed_loss, packed_tokens, packed_hidden = _batch_loss(trainer, model, packed_rows)
+                hidden = _hidden_difference(packed_hidden, [sample for _, _, found in alone for sample in found])
                 results[path] = {"alone": alone_loss, "packed": packed_loss, "tokens": [alone_tokens, packed_tokens],
-                                 "difference": relative_difference(packed_loss, alone_loss)}
+                                 "loss_difference": relative_difference(packed_loss, alone_loss),
+                                 "hidden_difference": hidden}
         finally:
             model.set_attn_implementation(loaded)
-    worst = max(result["difference"] for result in results.values())
+    worst_loss = max(result["loss_difference"] for result in results.values())
+    worst_hidden = max(result["hidden_difference"] for result in results.values())
     tokens_differ = [path for path, result in results.items() if result["tokens"][0] != result["tokens"][1]]
     shown = "; ".join(f"{path}: packed {r['packed']:.6f} vs alone {r['alone']:.6f}" for path, r in results.items())
     note = "" if ctx.data_args.packing else " (packing is off in this config: checked as a property of the path)"
     where = f"{len(samples)} rows in {len(packed_rows)} packed row{'s' if len(packed_rows) > 1 else ''}{note}"
-    details = {"paths": results, "tolerance": LOSS_TOLERANCE}
-    if worst <= LOSS_TOLERANCE and not tokens_differ:
-        return Check(NAME, title, "pass", worst, f"relative difference <= {LOSS_TOLERANCE:g}; {shown}; {where}.",
-                     details=details)
-    return Check(NAME, title, "fail", worst,
-                 f"the packed loss differs from the rows' own by {worst:.3g} (tolerance {LOSS_TOLERANCE:g})"
+    details = {"paths": results, "tolerance": {"loss": LOSS_TOLERANCE, "hidden": HIDDEN_TOLERANCE}}
+    value = max(worst_loss, worst_hidden)
+    if worst_loss <= LOSS_TOLERANCE and worst_hidden <= HIDDEN_TOLERANCE and not tokens_differ:
+        return Check(NAME, title, "pass", value,
+                     f"relative difference: loss {worst_loss:.2g} (tolerance {LOSS_TOLERANCE:g}), each sample's "
+                     f"hidden states {worst_hidden:.2g} ({HIDDEN_TOLERANCE:g}); {shown}; {where}.", details=details)
+    return Check(NAME, title, "fail", value,
+                 f"packed rows differ from the rows alone: loss {worst_loss:.3g}, a sample's hidden states "
+                 f"{worst_hidden:.3g} (relative; tolerance {LOSS_TOLERANCE:g} / {HIDDEN_TOLERANCE:g})"
                  + (f", trained tokens differ on {', '.join(tokens_differ)}" if tokens_differ else "")
                  + f"; {shown}; {where}: packed samples see each other, or their labels shift.",
                  "Train with packing: false until this passes, and report it with doctor.json (an attention "
@@ -156,7 +188,7 @@ def one_step(ctx: DoctorContext, model: Any, samples: list[dict], batch: int, ac
              chunked: bool) -> tuple[float, Any]:
     """(loss, sampled gradients) of the first optimizer step of ``samples`` at this batch size and accumulation,
     through the Trainer's own training step."""
-    with tempfile.TemporaryDirectory(prefix=".doctor-run-", dir=ctx.out_dir) as out:
+    with scratch_folder(ctx) as out:
         trainer = _trainer(ctx, model, samples, out, chunked, per_device_train_batch_size=batch,
                            gradient_accumulation_steps=accumulation)
         probe = _GradientProbe()

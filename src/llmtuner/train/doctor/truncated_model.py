@@ -117,6 +117,12 @@ def truncated_checkpoint(ctx: DoctorContext) -> tuple[str, dict[str, Any]]:
     return folder.name, info
 
 
+def scratch_folder(ctx: DoctorContext) -> tempfile.TemporaryDirectory:
+    """A temporary folder in the report folder for a check's runs (removed when the ``with`` block ends)."""
+    Path(ctx.out_dir).mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=".doctor-run-", dir=ctx.out_dir)
+
+
 def release_truncated_checkpoint(ctx: DoctorContext) -> None:
     """Remove the truncated copy now (the last check that needs it calls this)."""
     entry = ctx.cache.pop(_CACHE_KEY, None)
