@@ -306,3 +306,27 @@ def test_bad_json_keys(tmp_path: Path, json_keys: object) -> None:
     error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", "json_keys": json_keys}}))
     assert error.message.startswith(f'"json_keys": {json_keys!r} of dataset \'d\'')
     assert error.hint.startswith('Write e.g. "json_keys": ["score", "reason"]')
+
+
+def test_tasks_keep_only_the_listed_tasks(tmp_path: Path) -> None:
+    from llmtuner.data.loader import load_conversations
+    from llmtuner.hparams import DataArguments
+
+    rows = [{"q": f"问题{i}", "a": label, "t": task} for i, (label, task) in
+            enumerate([("是", "判断"), ("否", "判断"), ("长答案", "问答")])]
+    columns = {"prompt": "q", "response": "a"}
+    folder = _registry(tmp_path, {"labels": {"file_name": "data.json", "task_tag": "t", "tasks": ["判断"],
+                                             "columns": columns},
+                                  "typo": {"file_name": "data.json", "task_tag": "t", "tasks": ["判段"],
+                                           "columns": columns}})
+    (tmp_path / "data.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    converted = load_conversations(["labels"], DataArguments(dataset_dir=str(folder)), "grpo")
+    assert [m[-1]["content"] for m in converted["messages"]] == ["是", "否"]
+    with pytest.raises(DatasetError, match="names 判段, which no row of .* has in its 't' column"):
+        load_conversations(["typo"], DataArguments(dataset_dir=str(folder)), "grpo")
+
+
+@pytest.mark.parametrize("entry", [{"tasks": ["a"]}, {"task_tag": "t", "tasks": "a"}, {"task_tag": "t", "tasks": []}])
+def test_bad_tasks(tmp_path: Path, entry: dict) -> None:
+    error = _error(_registry(tmp_path, {"d": {"file_name": "data.json", **entry}}))
+    assert '"tasks"' in error.message and '"task_tag": "task", "tasks"' in error.hint

@@ -116,6 +116,8 @@ def _load_one(
     def prepare(raw: datasets.Dataset, name: str) -> datasets.Dataset:
         if row_filter is not None:
             raw = row_filter(spec, raw)
+        if spec.tasks:
+            raw = _keep_tasks(raw, spec)
         if spec.num_samples is not None:
             raw = _draw_samples(raw, spec.num_samples, seed)
             logger.info(f"Drew {spec.num_samples} rows from dataset {name!r} (seed {seed}).")
@@ -140,6 +142,21 @@ def _load_one(
     for index, messages in enumerate(converted["messages"]):
         positions.setdefault(task_of_messages(messages), []).append(index)
     return [(f"{spec.name}/{task}", converted.select(rows)) for task, rows in positions.items()]
+
+
+def _keep_tasks(raw: datasets.Dataset, spec: DatasetSpec) -> datasets.Dataset:
+    """The rows of the entry's "tasks" only; a listed task with no row is an error (a typo would train nothing)."""
+    column = spec.columns.task
+    if column not in raw.column_names:
+        return raw  # the converter reports the missing task column with the file's columns
+    found = set(raw[column])
+    missing = [task for task in spec.tasks if task not in found]
+    if missing:
+        raise DatasetError(f'"tasks" of dataset {spec.name!r} names {", ".join(missing)}, which no row of '
+                           f"{spec.path} has in its {column!r} column.",
+                           f"Tasks in that file: {', '.join(sorted(map(str, found)))}.")
+    wanted = set(spec.tasks)
+    return raw.filter(lambda task: task in wanted, input_columns=column, desc=f"Keeping tasks of {spec.name}")
 
 
 def load_split_conversations(

@@ -22,7 +22,7 @@ FORMATTINGS = ("alpaca", "sharegpt", "openai", "scoring")
 FILE_TYPES = ("json", "jsonl", "csv", "txt", "parquet")
 # "source": where to get a data file that is not shipped (a URL or a sentence), shown when the file is missing.
 ENTRY_KEYS = ("file_name", "formatting", "ranking", "columns", "tags", "split", "num_samples", "encoding", "file_type",
-              "task_tag", "dimensions", "score_range", "source", "json_keys")
+              "task_tag", "tasks", "dimensions", "score_range", "source", "json_keys")
 COLUMN_KEYS = ("prompt", "query", "response", "history", "system", "messages", "chosen", "rejected", "kto_tag")
 TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag", "observation_tag", "function_tag")
 
@@ -113,6 +113,8 @@ class DatasetSpec:
     # formatting "scoring": (name, label) of each dimension in the entry's order, and the score scale
     dimensions: tuple[tuple[str, str], ...] = ()
     score_range: tuple[float, float] = (0.0, 9.0)
+    # "tasks" (with "task_tag"): only the rows of these tasks are read; None: every task
+    tasks: Optional[tuple[str, ...]] = None
     # "json_keys": the keys a JSON reply must carry (the GRPO ``json`` reward, train/rewards.py); None: not declared
     json_keys: Optional[tuple[str, ...]] = None
 
@@ -453,6 +455,14 @@ def _with_task_and_scoring(spec: DatasetSpec, entry: dict[str, Any], where: str)
                 'Write e.g. "task_tag": "task" on an alpaca entry, or remove it.',
             )
         spec = replace(spec, columns=replace(spec.columns, task=task_tag))
+    tasks = entry.get("tasks")
+    if tasks is not None:
+        if task_tag is None or not isinstance(tasks, list) or not tasks or not all(
+                isinstance(task, str) and task.strip() for task in tasks):
+            raise DatasetError(f'"tasks": {tasks!r} of {where} must list task names, with "task_tag" naming the '
+                               "column that holds them.",
+                               'Write e.g. "task_tag": "task", "tasks": ["问题场景分类"], or remove "tasks".')
+        spec = replace(spec, tasks=tuple(tasks))
     scoring_keys = [key for key in ("dimensions", "score_range") if key in entry]
     if spec.formatting != "scoring":
         if scoring_keys:

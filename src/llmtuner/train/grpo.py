@@ -139,6 +139,7 @@ def _trainer_classes() -> dict[str, type]:
                      **kwargs: Any) -> None:
             self._our_prompt_ids = prompt_ids
             self._rollout_samples = rollout_samples
+            self._rollouts_logged_at = -1  # the end-of-training summary is logged at the last step again
             super().__init__(*args, **kwargs)
             self.add_callback(_RolloutLogCallback())
 
@@ -148,7 +149,10 @@ def _trainer_classes() -> dict[str, type]:
         def log(self, logs: dict[str, float], start_time: Optional[float] = None) -> None:
             training = self.model.training
             super().log(logs, start_time)
-            if training and self._rollout_samples and self.accelerator.is_main_process and self._logs["prompt"]:
+            step = self.state.global_step
+            if (training and self._rollout_samples and self.accelerator.is_main_process and self._logs["prompt"]
+                    and step != self._rollouts_logged_at):
+                self._rollouts_logged_at = step
                 self._write_rollouts()
 
         def _write_rollouts(self) -> None:

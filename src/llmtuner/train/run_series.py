@@ -172,9 +172,11 @@ class RunRecorder(TrainerCallback):
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):  # noqa: ANN001
         dataset = getattr(train_dataloader, "dataset", None)
-        if dataset is not None and "input_ids" in getattr(dataset, "column_names", []):
+        columns = getattr(dataset, "column_names", [])
+        ids = "input_ids" if "input_ids" in columns else "prompt_ids" if "prompt_ids" in columns else None
+        if ids is not None:  # prompt_ids: the prompts of an RL stage (preference rows count their prompts too)
             self.samples = len(dataset)
-            self.tokens = int(sum(len(ids) for ids in dataset["input_ids"]))
+            self.tokens = int(sum(len(row) for row in dataset[ids]))
 
     def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
         self.steps = state.global_step
