@@ -279,8 +279,10 @@ def _doctor(argv: list[str]) -> int:
     rest, options = _doctor_options(argv)
     from .train.doctor.runner import run_doctor
 
-    # the doctor runs on the CPU whatever the machine has: set up its threads once the config passed
-    return run_doctor(rest, prepare=lambda: prepare_process(use_cpu=True), **options)
+    # the doctor runs on the CPU whatever the machine has: its threads, and DeepSpeed's single-process rendezvous
+    # when the config names a ZeRO file (as `llmtuner train` without a launcher), once the config passed
+    return run_doctor(rest, prepare=lambda raw: prepare_process(uses_deepspeed=bool(raw.get("deepspeed")),
+                                                                use_cpu=True), **options)
 
 
 def _doctor_options(argv: list[str]) -> tuple[list[str], dict[str, Any]]:

@@ -57,7 +57,7 @@ def test_the_report_is_written_and_a_failed_check_exits_1(tiny_qwen2_dir, tmp_pa
     out = tmp_path / "report"
     argv = ["doctor", CONFIG, f"model_name_or_path={tiny_qwen2_dir}", f"dataset_dir={REPO_ROOT / 'data'}",
             f"output_dir={tmp_path / 'run'}", "--out", str(out), "--rows", "4"]
-    assert cli.main(argv) == 0 and prepared == [{"use_cpu": True}]
+    assert cli.main(argv) == 0 and prepared == [{"uses_deepspeed": False, "use_cpu": True}]
     printed = capsys.readouterr().out
     assert "[1/4] template ..." in printed and "8 pass, 0 warn, 0 fail, 0 skip" in printed
     assert f"report: {out / 'doctor.json'}, {out / 'doctor.md'}" in printed

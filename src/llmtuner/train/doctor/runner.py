@@ -45,12 +45,13 @@ def single_run_args(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 def build_context(args: Union[dict[str, Any], list[str]], out: Optional[str] = None, rows: int = DEFAULT_ROWS,
-                  prepare: Optional[Callable[[], None]] = None) -> tuple[DoctorContext, str]:
+                  prepare: Optional[Callable[[dict[str, Any]], None]] = None) -> tuple[DoctorContext, str]:
     """The context every check reads, and a note on what was checked (see ``single_run_args``).
 
     Raises the ``LlmtunerError`` of ``llmtuner train`` for a config it would refuse, before any model, tokenizer
     or dataset loads; and ``ConfigError`` when the report folder holds a doctor.json / doctor.md of the user's,
-    or ``rows`` is not a positive number. ``prepare()``: the caller's process set-up, once the config passed.
+    or ``rows`` is not a positive number. ``prepare(args)``: the caller's process set-up for the checked run's
+    arguments, once they passed.
     """
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
         raise ConfigError(f"--rows {rows!r} is not a positive number of rows.", "Pass --rows N, e.g. --rows 64.")
@@ -69,7 +70,7 @@ def build_context(args: Union[dict[str, Any], list[str]], out: Optional[str] = N
     out_dir = out or default_out_dir(str(given.get("output_dir") or parsed[2].output_dir))
     check_report_folder(out_dir)
     if prepare is not None:
-        prepare()
+        prepare(raw)
     model_args, data_args, training_args, finetuning_args, generating_args = parsed
     if finetuning_args.stage in ("pt", "cls"):
         from ...model import load_tokenizer
@@ -117,7 +118,7 @@ def crash_check(name: str, exc: Exception) -> Check:
 
 
 def diagnose(args: Union[dict[str, Any], list[str]], out: Optional[str] = None, rows: int = DEFAULT_ROWS,
-             progress: Callable[[str], None] = print, prepare: Optional[Callable[[], None]] = None,
+             progress: Callable[[str], None] = print, prepare: Optional[Callable[[dict[str, Any]], None]] = None,
              ) -> tuple[list[Check], list[Path]]:
     """Check the config and write doctor.json and doctor.md: the checks and the report's paths (what the CLI
     prints as a table and the web UI's Check button shows)."""
@@ -131,7 +132,8 @@ def diagnose(args: Union[dict[str, Any], list[str]], out: Optional[str] = None, 
 
 
 def run_doctor(args: Union[dict[str, Any], list[str]], out: Optional[str] = None, rows: int = DEFAULT_ROWS,
-               progress: Callable[[str], None] = print, prepare: Optional[Callable[[], None]] = None) -> int:
+               progress: Callable[[str], None] = print,
+               prepare: Optional[Callable[[dict[str, Any]], None]] = None) -> int:
     """``llmtuner doctor``: check the config, print the table, write doctor.json and doctor.md; returns the exit
     code (0: nothing failed, 1: a check failed)."""
     checks, paths = diagnose(args, out, rows, progress, prepare)
