@@ -80,10 +80,14 @@ def _batch_loss(trainer: Any, model: Any, features: list[dict]) -> tuple[float, 
     batch = trainer._prepare_inputs(trainer.data_collator(features))  # noqa: SLF001 - the Trainer's own step
     model.train()
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inputs = {"use_cache": False, **{key: value for key, value in batch.items() if key != "labels"}}
-    with torch.no_grad():
-        loss = trainer.compute_loss(model, batch)
-        hidden = base.get_decoder()(**inputs).last_hidden_state
+    found: list[Any] = []  # the decoder's output on the way to the loss (both loss paths call the decoder once)
+    hook = base.get_decoder().register_forward_hook(lambda module, args, output: found.append(output))
+    try:
+        with torch.no_grad():
+            loss = trainer.compute_loss(model, batch)
+    finally:
+        hook.remove()
+    hidden = found[-1].last_hidden_state
     samples = []
     for row, ids in enumerate(batch["input_ids"]):
         positions = batch["position_ids"][row] if "position_ids" in batch else torch.arange(len(ids))
