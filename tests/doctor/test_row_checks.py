@@ -174,4 +174,5 @@ def test_row_checks_pass_on_the_default_job_and_every_preset(config, tiny_qwen2_
     ctx, note = build_context(args, rows=8)
     checks = run_checks(ctx, ROW_CHECK_MODULES, progress=lambda text: None)
     assert not [(check.name, check.title, check.message) for check in checks if check.status in ("fail", "warn")]
-    assert ("curriculum: stage 1" in note) is ("risk_scoring" in config)
+    has_curriculum = "\ncurriculum:" in (REPO_ROOT / config).read_text(encoding="utf-8")
+    assert ("curriculum: stage 1" in note) is has_curriculum  # a curriculum is checked on its first stage
