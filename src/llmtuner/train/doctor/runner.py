@@ -65,10 +65,15 @@ def build_context(args: Union[dict[str, Any], list[str]], out: Optional[str] = N
     raw, note = single_run_args(given)
     model_args, data_args, finetuning_args, _ = check_train_args_early(raw)
     preflight_checks(model_args, data_args, finetuning_args)
+    # beside the folder the user named (a curriculum's, not its first stage's, which lies inside it); checked
+    # before the full parse (which imports transformers) when the arguments name it
+    out_dir = out or (default_out_dir(str(given["output_dir"])) if given.get("output_dir") else None)
+    if out_dir:
+        check_report_folder(out_dir)
     parsed = get_train_args(raw, rules_checked=early_checks_cover_rules())
-    # beside the folder the user named (a curriculum's, not its first stage's, which lies inside it)
-    out_dir = out or default_out_dir(str(given.get("output_dir") or parsed[2].output_dir))
-    check_report_folder(out_dir)
+    if not out_dir:
+        out_dir = default_out_dir(parsed[2].output_dir)
+        check_report_folder(out_dir)
     if prepare is not None:
         prepare(raw)
     model_args, data_args, training_args, finetuning_args, generating_args = parsed
