@@ -23,6 +23,7 @@ def _sections() -> list[tuple[type, str]]:
     from llmtuner.hparams.evaluation_args import EvaluationArguments, ForgettingArguments
     from llmtuner.hparams.export_args import ExportArguments
     from llmtuner.hparams.predict_args import PredictArguments
+    from llmtuner.hparams.rl_args import RLArguments
     from llmtuner.hparams.sweep_args import SweepArguments
     from llmtuner.hparams.task_test_args import TaskTestArguments
     from llmtuner.hparams.watch_args import ForgettingWatchArguments
@@ -31,6 +32,7 @@ def _sections() -> list[tuple[type, str]]:
         (ModelArguments, "training config and every command that loads a model"),
         (DataArguments, "training config"),
         (FinetuningArguments, "training config"),
+        (RLArguments, "training config of stage grpo / rloo (docs/rl.md)"),
         (GeneratingArguments, "chat, test, predict, api, sft with do_predict"),
         (CurriculumArguments, "the `curriculum:` block of a training config"),
         (CurriculumStage, "each entry of `curriculum: stages:`"),

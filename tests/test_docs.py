@@ -149,9 +149,9 @@ CLAIMS: dict[str, dict[str, Claim]] = {
     "docs/presets.md": {
         "medicl": Claim(exit_code=2, output=(
             "error: unknown preset 'medicl' for stage sft (no ",
-            "hint: available presets: chinese_capability chinese_capability_replay data_platform medical "
-            "medical_dpo medical_full medical_kto medical_qlora medical_rm risk_scoring; or pass a path to a "
-            "YAML config.")),
+            "hint: available presets: chinese_capability chinese_capability_replay data_platform data_platform_grpo "
+            "gsm8k_grpo medical medical_dpo medical_full medical_kto medical_qlora medical_rm risk_scoring "
+            "risk_scoring_grpo; or pass a path to a YAML config.")),
         "run_sft.sh data_platform": Claim(files=("saves/data_platform/lora/sft/adapter_model.safetensors",)),
         "run_sft.sh risk_scoring": Claim(files=(
             "saves/risk_scoring/lora/curriculum/stage_3_full_scoring/adapter_model.safetensors",
@@ -163,6 +163,13 @@ CLAIMS: dict[str, dict[str, Claim]] = {
             "saves/chinese_capability/lora/sft/adapter_model.safetensors",
             *(f"saves/chinese_capability/forgetting/{name}"
               for name in ("forgetting.json", "forgetting.md", "radar.png", "drops.png")))),
+    },
+    "docs/rl.md": {
+        "gsm8k_grpo max_steps=4": Claim(files=tuple(
+            f"saves/gsm8k/lora/grpo/stage_2_grpo/{name}" for name in (
+                "adapter_model.safetensors", "rollouts.jsonl", "training_rewards.png", "trainer_log.jsonl"))
+            + tuple(f"saves/risk_scoring/lora/curriculum_grpo/stage_4_grpo/{name}" for name in (
+                "adapter_model.safetensors", "rollouts.jsonl", "scoring_test/scoring_results.json"))),
     },
     "docs/scale.md": {
         "qlora/sft": Claim(files=("saves/tiny-qwen2/qlora/sft/adapter_model.safetensors",)),

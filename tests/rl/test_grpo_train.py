@@ -186,3 +186,16 @@ def test_two_processes_under_torchrun(tiny_qwen2_dir, rl_data_dir, tmp_path, rep
     log = read_log(out)
     assert [record["current_steps"] for record in log] == [1, 2]
     assert (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("finetuning_type", ["freeze", "full"])
+def test_freeze_and_full_tuning_with_a_frozen_reference(finetuning_type, tiny_qwen2_dir, rl_data_dir, tmp_path):
+    """grpo_beta > 0 without LoRA: TRL scores the reference with a frozen copy of the starting model."""
+    from llmtuner.train.tuner import run_exp
+
+    out = tmp_path / finetuning_type
+    run_exp(rl_args(tiny_qwen2_dir, rl_data_dir, out, finetuning_type=finetuning_type, max_steps=2, grpo_beta=0.1))
+    log = read_log(out)
+    assert [record["current_steps"] for record in log] == [1, 2] and all("kl" in record for record in log)
+    assert (out / "model.safetensors").is_file()

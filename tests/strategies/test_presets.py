@@ -112,9 +112,9 @@ def test_unknown_preset_lists_the_presets():
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"error: unknown preset 'medicl' for stage sft (no {PRESETS / 'medicl.yaml'}).",
-        "hint: available presets: chinese_capability chinese_capability_replay data_platform medical medical_dpo "
-        "medical_full medical_kto medical_qlora medical_rm risk_scoring; "
-        "or pass a path to a YAML config.",
+        "hint: available presets: chinese_capability chinese_capability_replay data_platform data_platform_grpo "
+        "gsm8k_grpo medical medical_dpo medical_full medical_kto medical_qlora medical_rm risk_scoring "
+        "risk_scoring_grpo; or pass a path to a YAML config.",
     ]
     result = _launch("run_pt.sh", "nosuch")
     assert result.returncode == 2 and "hint: available presets: medical;" in result.stderr
