@@ -113,6 +113,20 @@ def test_the_truncated_model_loads_the_real_weights_of_its_first_layers(model_co
     assert not Path(folder).exists()
 
 
+def test_the_checks_load_and_train_without_the_configs_zero3(doctor_context):
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    from llmtuner.train.doctor.truncated_model import without_deepspeed
+
+    from .conftest import REPO_ROOT
+
+    ctx = doctor_context(deepspeed=str(REPO_ROOT / "configs" / "deepspeed" / "ds_z3.json"), finetuning_type="full")
+    assert is_deepspeed_zero3_enabled()  # parsing the config registered ZeRO-3 with transformers
+    with without_deepspeed(ctx):
+        assert not is_deepspeed_zero3_enabled()  # from_pretrained would otherwise partition the truncated model
+    assert is_deepspeed_zero3_enabled()
+
+
 # --- numerics ---------------------------------------------------------------------------------------------------
 
 def test_numerics_pass_on_the_default_job_with_their_numbers(model_context):
@@ -279,6 +293,13 @@ def test_the_config_formula_counts_what_the_checkpoints_hold(tiny_qwen2_dir, tin
     for folder in (tiny_qwen2_dir, tiny_qwen3_dir, tiny_llama_dir, tiny4_sharded_dir):
         config = json.loads((Path(folder) / "config.json").read_text())
         assert Shapes.from_config(config).parameters() == count_saved_parameters(folder), folder
+
+
+def test_fit_counts_the_embeddings_the_default_job_trains_with_its_adapter(doctor_context):
+    ctx = doctor_context(lora_target="all", lora_rank=8, additional_target="embed_tokens")
+    [check] = fit_check.run(ctx)
+    # LoRA of the tiny 2-layer model (2 x 8192) + its tied embeddings 151669 x 64, trained whole
+    assert check.details["settings"]["trainable"] == 2 * 8192 + 151669 * 64
 
 
 def test_fit_check_warns_when_nothing_fits(doctor_context, tmp_path, tiny_qwen2_dir):

@@ -151,8 +151,8 @@ class FitSettings:
 def trainable_parameters(shapes: Shapes, finetuning_args: Any) -> int:
     """Parameters that train in the full model under ``finetuning_type`` (LoRA: the adapter of ``lora_target``
     in every layer; freeze: the ``freeze_trainable_layers`` whole layers, when every module of them trains; full:
-    all). ``additional_target`` / ``freeze_extra_modules`` outside the layers are not counted (a few embeddings
-    at most). Raises KeyError when a named module is not a linear layer of the llama family."""
+    all). ``additional_target`` / ``freeze_extra_modules`` outside the layers are ``outside_trained``'s. Raises
+    KeyError when a named module is not a linear layer of the llama family."""
     method = finetuning_args.finetuning_type
     if method == "lora":
         return shapes.layers * shapes.lora_layer_parameters(list(finetuning_args.lora_target),
@@ -160,6 +160,18 @@ def trainable_parameters(shapes: Shapes, finetuning_args: Any) -> int:
     if method == "freeze":
         return abs(finetuning_args.freeze_trainable_layers) * shapes.layer_parameters()
     return shapes.parameters()
+
+
+def outside_trained(shapes: Shapes, names: list[str]) -> int:
+    """Parameters of the modules outside the layers that train with them (``additional_target`` of LoRA,
+    ``freeze_extra_modules`` of freeze) that the llama family names: embed_tokens, lm_head, norm (tied
+    embeddings and head are one tensor)."""
+    sizes = {"embed_tokens": shapes.vocab * shapes.hidden, "lm_head": shapes.vocab * shapes.hidden,
+             "norm": shapes.hidden}
+    short = {name.rsplit(".", 1)[-1] for name in names}
+    if shapes.tied and {"embed_tokens", "lm_head"} <= short:
+        short.discard("lm_head")
+    return sum(sizes.get(name, 0) for name in short)
 
 
 def estimate(shapes: Shapes, settings: FitSettings, gpus: int = 1) -> dict[str, float]:
@@ -224,16 +236,21 @@ def fit_settings(ctx: DoctorContext, shapes: Shapes) -> FitSettings:
     rows = 2 if ctx.stage in PAIRED_STAGES else 1
     chunked = bool(finetuning_args.chunked_loss) and not training_args.deepspeed  # off under DeepSpeed
     optim = str(getattr(training_args.optim, "value", training_args.optim))
+    checkpointing = True  # a GPU run's default when the config says nothing (hparams/rules.with_machine_defaults)
+    if {"activation_checkpointing", "gradient_checkpointing"} & set(ctx.raw):
+        checkpointing = bool(getattr(training_args, "activation_checkpointing", False)
+                             or training_args.gradient_checkpointing)
+    extra = {"lora": finetuning_args.additional_target, "freeze": finetuning_args.freeze_extra_modules}.get(
+        finetuning_args.finetuning_type) or []
     return FitSettings(
         method=finetuning_args.finetuning_type, quantization_bit=model_args.quantization_bit,
         double_quantization=bool(getattr(model_args, "double_quantization", True)), weight_bytes=weight_bytes,
         batch=training_args.per_device_train_batch_size * rows, cutoff_len=ctx.data_args.cutoff_len,
-        activation_checkpointing=bool(getattr(training_args, "activation_checkpointing", False)
-                                      or training_args.gradient_checkpointing),
+        activation_checkpointing=checkpointing,
         chunked_loss=chunked, zero_stage=stage, offload_optimizer=offload_optimizer, offload_params=offload_params,
         optimizer_bytes=OPTIMIZER_BYTES.get(optim, DEFAULT_OPTIMIZER_BYTES),
         reference_model=ctx.stage in REFERENCE_STAGES and finetuning_args.finetuning_type != "lora",
-        trainable=trainable_parameters(shapes, finetuning_args))
+        trainable=trainable_parameters(shapes, finetuning_args) + outside_trained(shapes, extra))
 
 
 def format_fit_table(rows: dict[int, dict[str, float]]) -> str:

@@ -21,8 +21,9 @@ from .truncated_model import (
     parameter_sample,
     quiet_trainer,
     relative_difference,
-    scratch_folder,
     release_truncated_checkpoint,
+    scratch_folder,
+    without_deepspeed,
 )
 
 NAME, TITLE = "resume", "a resumed run continues with the same batch, loss and weights"
@@ -77,7 +78,8 @@ def run(ctx: DoctorContext) -> list[Check]:
         return [Check(NAME, TITLE, "skip", message=f"stage {ctx.stage} trains with TRL's trainer; the resume check "
                                                    "runs the pt/sft trainer.")]
     try:
-        return [check_resume(ctx)]
+        with without_deepspeed(ctx):
+            return [check_resume(ctx)]
     finally:
         release_truncated_checkpoint(ctx)  # the last check that loads the truncated model
 

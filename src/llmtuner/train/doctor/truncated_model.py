@@ -18,8 +18,9 @@ import json
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from ...extras.errors import ModelError
 from .report import DoctorContext
@@ -162,6 +163,23 @@ def load_truncated_model(ctx: DoctorContext, packed_rows: bool = False) -> Any:
 
     folder, _ = truncated_checkpoint(ctx)
     return load_model(ctx.tokenizer, doctor_model_args(ctx, folder), doctor_finetuning_args(ctx), True, packed_rows)
+
+
+@contextmanager
+def without_deepspeed(ctx: DoctorContext) -> Iterator[None]:
+    """The checks' CPU runs without DeepSpeed: parsing a config with ``deepspeed`` registered its ZeRO config
+    with transformers (a weak reference held by ``ctx.training_args``), and with ZeRO-3 registered
+    ``from_pretrained`` would partition the truncated model through ``deepspeed.zero.Init``. The registration is
+    lifted for the ``with`` block and put back after."""
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    registered = getattr(ctx.training_args, "hf_deepspeed_config", None)
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if registered is not None:
+            set_hf_deepspeed_config(registered)
 
 
 def doctor_training_args(ctx: DoctorContext, output_dir: str, **changes: Any) -> Any:
