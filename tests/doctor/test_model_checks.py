@@ -337,8 +337,8 @@ def qwen7b_shaped_dir(tiny_qwen2_dir, tmp_path_factory) -> str:
 
     h, i, kv = 3584, 18944, 512
     weight_map = {}
-    shards = [{"model.embed_tokens.weight": random(152064, h)}, {"lm_head.weight": random(152064, h),
-                                                                  "model.norm.weight": torch.ones(h, dtype=torch.bfloat16)}]
+    shards = [{"model.embed_tokens.weight": random(152064, h)},
+              {"lm_head.weight": random(152064, h), "model.norm.weight": torch.ones(h, dtype=torch.bfloat16)}]
     for layer in range(2):
         prefix = f"model.layers.{layer}."
         shards.append({prefix + "self_attn.q_proj.weight": random(h, h), prefix + "self_attn.q_proj.bias": random(h),

@@ -262,8 +262,9 @@ def format_fit_table(rows: dict[int, dict[str, float]]) -> str:
     for part in parts + ["total"]:
         values = [sum(rows[n].values()) if part == "total" else rows[n][part] for n in counts]
         lines.append(part.ljust(14) + "".join(f"{value / GIB:12.2f}" for value in values))
-    fits = [smallest_gpu(sum(rows[n].values())) or "none listed" for n in counts]
-    lines.append("fits on".ljust(14) + "".join(name.split(" ")[0].rjust(12) for name in fits))
+    for n in counts:
+        lines.append(f"smallest GPU, {n} GPU{'s' if n > 1 else ''}: "
+                     f"{smallest_gpu(sum(rows[n].values())) or 'none of ' + ', '.join(g for g, _ in GPUS)}")
     return "\n".join(lines)
 
 
