@@ -22,7 +22,7 @@ PRESETS = Path(__file__).resolve().parents[2] / "configs" / "presets"
 def test_rl_preset_trains_sft_then_grpo(preset, stages, rewards, tiny_qwen2_dir, tmp_path):
     out = tmp_path / preset
     summary = run_config([str(PRESETS / f"{preset}.yaml"), f"model_name_or_path={tiny_qwen2_dir}", f"output_dir={out}",
-                          "max_steps=2", "logging_steps=1", "max_completion_length=16"])
+                          "max_steps=2", "logging_steps=1"])
     assert [(stage["name"], stage["status"], stage["steps"]) for stage in summary["stages"]] == [
         (name, "trained", 2) for name in stages]
     sft_dir, rl_dir = (out / f"stage_{i}_{name}" for i, name in enumerate(stages, start=1))

@@ -126,3 +126,30 @@ def test_every_stage_is_validated_before_the_first_trains(tiny_qwen2_dir, two_ta
         run_exp({**config, "curriculum": {"stages": stages}, "lora_rnak": 4})
     assert "lora_rnak" in info.value.message
     assert not out.exists()
+
+
+def test_a_stage_s_args_apply_to_it_alone_and_the_command_line_wins():
+    from llmtuner.hparams.reader import read_args
+    from llmtuner.train.curriculum import stage_args
+
+    block = {"task_key": "dataset", "stages": [
+        {"name": "sft", "tasks": ["a"]},
+        {"name": "rl", "tasks": ["a"], "args": {"stage": "grpo", "max_completion_length": 64, "num_generations": 4}}]}
+    raw = read_args({"output_dir": "out", "curriculum": block})
+    raw.update(max_completion_length=16)
+    raw.origins["max_completion_length"] = "on the command line"  # as read_args marks a key=value override
+    task_key, stages, base = split_curriculum(raw)
+    first, second = (stage_args(base, task_key, stages, position) for position in (1, 2))
+    assert "stage" not in first and first["max_completion_length"] == 16
+    assert (second["stage"], second["num_generations"], second["max_completion_length"]) == ("grpo", 4, 16)
+    assert second["adapter_name_or_path"].endswith("stage_1_sft")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ("grpo", "has args='grpo'"),
+    ({"output_dir": "x"}, "sets output_dir in args, but the curriculum sets it for each stage"),
+])
+def test_bad_stage_args(args, message):
+    block = {"stages": [{"name": "a", "tasks": ["x"], "args": args}]}
+    with pytest.raises(ConfigError, match=message):
+        split_curriculum({"output_dir": "out", "curriculum": block})

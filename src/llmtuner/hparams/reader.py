@@ -17,6 +17,9 @@ import yaml
 from ..extras.errors import ConfigError
 
 
+COMMAND_LINE = "on the command line"  # the origin of a key=value / --key value override
+
+
 class UserArgs(dict):
     """The user's arguments (a plain dict to every caller) plus ``origins``: key -> where it was set, e.g.
     ``"in configs/sft.yaml, line 4"`` or ``"on the command line"``."""
@@ -60,7 +63,7 @@ def read_args(args: Union[dict[str, Any], list[str], None] = None) -> UserArgs:
         values = _read_config_file(argv.pop(0))
     for key, text in _command_line_pairs(argv):
         values[key] = _parse_cli_value(text)
-        values.origins[key] = "on the command line"
+        values.origins[key] = COMMAND_LINE
     return values
 
 

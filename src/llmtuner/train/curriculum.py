@@ -11,7 +11,8 @@ A config gets a ``curriculum:`` block next to its ordinary keys::
 
 Stage ``i`` (from 1) trains into ``<output_dir>/stage_<i>_<name>`` with the config's arguments plus its own
 tasks, ``dataset_ratios: <data_ratio>``, ``num_train_epochs: <epochs>``, ``learning_rate`` and the stage's
-``args`` (its own arguments, e.g. ``{stage: grpo, reward_funcs: score}``: RL after SFT). From stage 2 on it
+``args`` (its own arguments, e.g. ``{stage: grpo, reward_funcs: score}``: RL after SFT; a key given on the command
+line wins over them, as over the rest of the file). From stage 2 on it
 resumes the previous stage's LoRA adapter (``adapter_name_or_path``; for freeze/full tuning the previous stage's
 model becomes ``model_name_or_path``). With ``test_dataset: <scoring entry>`` in the config, each finished stage
 is tested on it (``eval/scoring_eval.py``; report in ``<stage>/scoring_test``, metrics under the stage's ``test``
@@ -32,6 +33,7 @@ from ..extras.errors import ConfigError
 from ..extras.files import write_text_atomically
 from ..extras.logging import get_logger, is_main_process
 from ..hparams.curriculum_args import CurriculumStage, parse_curriculum_block
+from ..hparams.reader import COMMAND_LINE, UserArgs
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback
@@ -49,7 +51,7 @@ def split_curriculum(args: dict[str, Any]) -> tuple[str, list[CurriculumStage], 
     name or tasks, an unknown key, a repeated name, a data_ratio/epochs/learning_rate that is not a positive
     number), and for top-level arguments the stages would replace.
     """
-    base = dict(args)
+    base = UserArgs(args)  # keeps where each key was set: a command-line value beats a stage's args
     block = base.pop("curriculum", None)
     if block is None:
         raise ConfigError("The config has no `curriculum:` block.",
@@ -78,7 +80,9 @@ def stage_dir(output_dir: Union[str, Path], position: int, stage: CurriculumStag
 def stage_args(base: dict[str, Any], task_key: str, stages: list[CurriculumStage], position: int) -> dict[str, Any]:
     """The full arguments of stage ``position`` (from 1): the config, the stage's settings, the previous weights."""
     stage = stages[position - 1]
-    args = {**base, **(stage.args or {}), task_key: ",".join(stage.tasks), "dataset_ratios": stage.data_ratio,
+    typed = {key for key, where in getattr(base, "origins", {}).items() if where == COMMAND_LINE}
+    own = {key: value for key, value in (stage.args or {}).items() if key not in typed}
+    args = {**base, **own, task_key: ",".join(stage.tasks), "dataset_ratios": stage.data_ratio,
             "output_dir": str(stage_dir(base["output_dir"], position, stage))}
     if stage.epochs is not None:
         args["num_train_epochs"] = stage.epochs
