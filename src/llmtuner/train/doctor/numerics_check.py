@@ -20,12 +20,12 @@ the optimizer does not matter, and the weights stay as loaded for the next compa
 from __future__ import annotations
 
 import copy
-import re
 from collections import Counter
 from typing import Any
 
 from .report import Check, DoctorContext
 from .truncated_model import (
+    LAYER_KEY,
     doctor_training_args,
     first_samples,
     load_truncated_model,
@@ -46,7 +46,6 @@ LOSS_TOLERANCE = 1e-4
 GRADIENT_TOLERANCE = 1e-3
 # A random model's loss barely moves when samples leak (its predictions are near uniform); its hidden states do.
 HIDDEN_TOLERANCE = 1e-4
-_LAYER_NAME = re.compile(r"\.layers\.(\d+)\.")
 
 
 def _trainer(ctx: DoctorContext, model: Any, samples: list[dict], output_dir: str, chunked: Any = None,
@@ -265,7 +264,7 @@ def _trained_by_layer(model: Any) -> tuple[Counter, int, list[str]]:
     outside = 0
     attached = set()
     for name, param in model.named_parameters():
-        match = _LAYER_NAME.search(name)
+        match = LAYER_KEY.search(name)
         if match and "lora_A" in name and match.group(1) == "0":
             attached.add(name.split(".lora_A")[0].rsplit(".", 1)[-1])
         if not param.requires_grad:

@@ -28,7 +28,7 @@ from .report import DoctorContext
 KEPT_LAYERS = 2
 INDEX_FILE, SINGLE_FILE = "model.safetensors.index.json", "model.safetensors"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
-_LAYER_KEY = re.compile(r"\.layers\.(\d+)\.")
+LAYER_KEY = re.compile(r"\.layers\.(\d+)\.")  # a decoder layer's weight, in a checkpoint or a model
 _CACHE_KEY = "truncated_checkpoint"
 
 
@@ -47,7 +47,7 @@ def weight_files(folder: str | Path) -> list[Path]:
 
 def kept_key(key: str, layers: int = KEPT_LAYERS) -> bool:
     """Whether a weight belongs to the truncated model: everything but the decoder layers from ``layers`` on."""
-    match = _LAYER_KEY.search(key)
+    match = LAYER_KEY.search(key)
     return match is None or int(match.group(1)) < layers
 
 
@@ -159,8 +159,13 @@ def doctor_finetuning_args(ctx: DoctorContext, layers: int = KEPT_LAYERS) -> Any
 
 def load_truncated_model(ctx: DoctorContext, packed_rows: bool = False) -> Any:
     """The truncated model with the run's adapter, ready to train (``model.load_model``), on the CPU."""
+    import gc
+
     from ...model import load_model
 
+    # A Trainer and its model sit in reference cycles: free the previous run's model before this one loads
+    # (a 7B's truncated copy is 6 GB in fp32).
+    gc.collect()
     folder, _ = truncated_checkpoint(ctx)
     return load_model(ctx.tokenizer, doctor_model_args(ctx, folder), doctor_finetuning_args(ctx), True, packed_rows)
 
