@@ -302,6 +302,14 @@ def test_fit_counts_the_embeddings_the_default_job_trains_with_its_adapter(docto
     assert check.details["settings"]["trainable"] == 2 * 8192 + 151669 * 64
 
 
+def test_fit_of_a_reward_model_has_no_vocabulary_logits():
+    shapes = Shapes.from_config(QWEN25_7B)
+    settings = FitSettings(method="lora", batch=2, cutoff_len=1024, trainable=20185088)
+    scored = FitSettings(**{**settings.__dict__, "vocabulary_logits": False})
+    # the difference is the logits of 2 x 1024 tokens over 152064 words: bf16, their fp32 copy and its gradient
+    assert estimate(shapes, settings)["activations"] - estimate(shapes, scored)["activations"] == 2048 * 152064 * 10
+
+
 def test_fit_check_warns_when_nothing_fits(doctor_context, tmp_path, tiny_qwen2_dir):
     ctx = doctor_context()
     config = {**QWEN25_7B, "num_hidden_layers": 80, "hidden_size": 8192, "intermediate_size": 29568,

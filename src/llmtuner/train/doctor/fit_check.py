@@ -38,6 +38,8 @@ OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_torch_fused": 8, "adamw_hf": 8, "ada
 DEFAULT_OPTIMIZER_BYTES = 8
 PAIRED_STAGES = ("dpo", "rm")  # each row is a chosen and a rejected answer: two sequences per row
 REFERENCE_STAGES = ("dpo", "kto")  # a frozen reference model; LoRA runs use the base model under the adapter
+SCORE_STAGES = ("rm",)  # a score per sequence from a value head: no vocabulary logits
+GENERATING_STAGES = ("grpo", "rloo")  # the step also samples completions: their KV cache is not estimated
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class FitSettings:
     offload_params: bool = False
     optimizer_bytes: float = DEFAULT_OPTIMIZER_BYTES
     reference_model: bool = False  # a frozen copy of the weights (dpo/kto without LoRA)
+    vocabulary_logits: bool = True  # the loss reads logits over the vocabulary (not a reward model's score)
     trainable: int = 0  # parameters that train
 
 
@@ -213,7 +216,9 @@ def estimate(shapes: Shapes, settings: FitSettings, gpus: int = 1) -> dict[str, 
         layers = shapes.layers * shapes.hidden * compute_bytes * tokens + per_layer
     else:
         layers = shapes.layers * per_layer
-    if settings.chunked_loss:  # one 128 MiB chunk of fp32 logits and its gradient at a time
+    if not settings.vocabulary_logits:
+        logits = 0.0
+    elif settings.chunked_loss:  # one 128 MiB chunk of fp32 logits and its gradient at a time
         logits = 2 * 2**27 + tokens * shapes.hidden * 4.0
     else:  # logits in the compute dtype, their fp32 copy in the loss, and its gradient
         logits = tokens * shapes.vocab * (compute_bytes + 8.0)
@@ -250,6 +255,7 @@ def fit_settings(ctx: DoctorContext, shapes: Shapes) -> FitSettings:
         chunked_loss=chunked, zero_stage=stage, offload_optimizer=offload_optimizer, offload_params=offload_params,
         optimizer_bytes=OPTIMIZER_BYTES.get(optim, DEFAULT_OPTIMIZER_BYTES),
         reference_model=ctx.stage in REFERENCE_STAGES and finetuning_args.finetuning_type != "lora",
+        vocabulary_logits=ctx.stage not in SCORE_STAGES,
         trainable=trainable_parameters(shapes, finetuning_args) + outside_trained(shapes, extra))
 
 
@@ -296,6 +302,8 @@ def run(ctx: DoctorContext) -> list[Check]:
                "gib_per_gpu": {n: {part: value / GIB for part, value in rows[n].items()} for n in counts},
                "smallest_gpu": fits}
     value = fits[1] or fits[counts[-1]] or f"{totals[1] / GIB:.0f} GiB"
+    if ctx.stage in GENERATING_STAGES:
+        where += f" (stage {ctx.stage} also samples completions: their KV cache comes on top)"
     if any(fits.values()):
         return [Check(NAME, TITLE, "pass", value, f"{how}. {where}. An estimate (+5-15% fragmentation).",
                       details=details)]
