@@ -3,8 +3,7 @@ first rows of the config's datasets, through the code training runs (preprocessi
 adapter, ``LlmtunerTrainer`` and its loss):
 
 - packing: the loss of the rows packed into one row equals their loss run one by one, and so do each sample's
-  last hidden states (sft; checked whether or not
-  the config packs: it is a property of the packed path). On a CPU the packed row runs ``llmtuner_packed_sdpa``;
+  last hidden states (sft; checked whether or not the config packs: it is a property of the packed path). On a CPU the packed row runs ``llmtuner_packed_sdpa``;
   with ``attn_implementation: sdpa`` the path a GPU takes (sdpa with transformers' block-diagonal mask) is checked
   too.
 - accumulation: batch n x accumulation 1 and batch 1 x accumulation n give the same loss and gradient (the loss

@@ -5,7 +5,8 @@ Both runs go through the code a training run uses: ``build_lm_trainer`` (atomic 
 ``train/atomic_save.py``), ``train_resumable`` with ``resume_from_checkpoint`` (``extras/resume_points.py``), and
 transformers' restore of the optimizer, scheduler, RNG and data position. The rows are the first of the
 config's datasets, the optimizer and schedule the config's; batch and accumulation are the config's, at most
-``MAX_BATCH`` each, so the runs stay short. The runs' folders live in the report folder and are removed after.
+``MAX_BATCH`` each and small enough that step 2 falls inside an epoch, so the runs stay short and the resumed run
+must skip the batches it already trained. The runs' folders live in the report folder and are removed after.
 """
 
 from __future__ import annotations
