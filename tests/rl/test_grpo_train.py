@@ -189,13 +189,18 @@ def test_two_processes_under_torchrun(tiny_qwen2_dir, rl_data_dir, tmp_path, rep
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("finetuning_type", ["freeze", "full"])
-def test_freeze_and_full_tuning_with_a_frozen_reference(finetuning_type, tiny_qwen2_dir, rl_data_dir, tmp_path):
-    """grpo_beta > 0 without LoRA: TRL scores the reference with a frozen copy of the starting model."""
+@pytest.mark.parametrize(("method", "options", "saved"), [
+    ("freeze", {"finetuning_type": "freeze"}, "model.safetensors"),
+    ("full", {"finetuning_type": "full"}, "model.safetensors"),
+    ("qlora", {"quantization_bit": 4}, "adapter_model.safetensors"),  # bitsandbytes 4-bit runs on the CPU too
+])
+def test_freeze_full_and_qlora_with_a_reference(method, options, saved, tiny_qwen2_dir, rl_data_dir, tmp_path):
+    """grpo_beta > 0: freeze/full score the reference with a frozen copy of the starting model, QLoRA with the
+    adapter off."""
     from llmtuner.train.tuner import run_exp
 
-    out = tmp_path / finetuning_type
-    run_exp(rl_args(tiny_qwen2_dir, rl_data_dir, out, finetuning_type=finetuning_type, max_steps=2, grpo_beta=0.1))
+    out = tmp_path / method
+    run_exp(rl_args(tiny_qwen2_dir, rl_data_dir, out, max_steps=2, grpo_beta=0.1, **options))
     log = read_log(out)
     assert [record["current_steps"] for record in log] == [1, 2] and all("kl" in record for record in log)
-    assert (out / "model.safetensors").is_file()
+    assert (out / saved).is_file()
