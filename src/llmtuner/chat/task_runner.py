@@ -25,9 +25,7 @@ The scorer of each task comes from ``task_scorers`` (else ``default_scorer``): `
 from __future__ import annotations
 
 import json
-import re
 import sys
-import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO, Union
@@ -35,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO, Union
 from ..extras.constants import RUN_ARGS_FILE, TASK_PROMPT
 from ..extras.errors import ConfigError, DatasetError, LlmtunerError
 from ..extras.logging import get_logger
-from ..eval.metrics.classification import normalize_label as normalize  # exact/contains compare labels so
+from ..eval.metrics.classification import normalize_label as normalize  # one normaliser: GRPO's label reward too
 from ..extras.user_files import parse_json_records, read_user_text
 
 if TYPE_CHECKING:
