@@ -43,9 +43,9 @@ def test_usage_and_option_errors(argv, code, error, capsys):
         assert captured.err.splitlines()[0] == error and captured.out == ""
 
 
-def test_a_report_folder_holding_a_users_file_is_refused(tmp_path, capsys):
+def test_a_report_folder_holding_a_users_file_is_refused(tiny_qwen2_dir, tmp_path, capsys):
     (tmp_path / "doctor.md").write_text("my notes\n", encoding="utf-8")
-    assert cli.main(["doctor", CONFIG, "--out", str(tmp_path)]) == 2
+    assert cli.main(["doctor", CONFIG, f"model_name_or_path={tiny_qwen2_dir}", "--out", str(tmp_path)]) == 2
     assert "is not a report of `llmtuner doctor`" in capsys.readouterr().err
     assert (tmp_path / "doctor.md").read_text(encoding="utf-8") == "my notes\n"
 
