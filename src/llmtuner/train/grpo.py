@@ -129,8 +129,12 @@ def _trainer_classes() -> dict[str, type]:
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             path = os.path.join(args.output_dir, ROLLOUTS_FILE)
-            if state.is_world_process_zero and os.path.exists(path):
-                os.remove(path) if state.global_step == 0 else keep_log_until(path, state.global_step, "step")
+            if not (state.is_world_process_zero and os.path.exists(path)):
+                return
+            if state.global_step == 0:
+                os.remove(path)
+            else:
+                keep_log_until(path, state.global_step, "step")
 
     class _OurPromptsMixin:
         """Prompts tokenised once, by our template (never re-rendered by the tokenizer's Jinja); rollouts logged."""
